@@ -1,0 +1,3 @@
+"""mmgraph: a PyTorch Geometric model zoo for multimodal recommendation."""
+
+__version__ = "0.1.0"

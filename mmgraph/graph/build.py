@@ -1,0 +1,210 @@
+"""Declarative graph specs, built once in the data layer and cached by content hash.
+
+A model declares the graphs it needs with a :class:`GraphSpec`; :func:`build_graph`
+adds them to the ``HeteroData``. kNN graphs are cached on disk under a key that
+hashes the input tensors (features or train edges) and the spec fields that shape
+them, so a sweep over model hyperparameters never rebuilds them and a change of
+features never reuses a stale graph (MMRec keys its caches by ``k`` only).
+
+Every edge type gets ``edge_index [2, E]``, normalised ``edge_weight [E]`` and
+``adj_t``: the transposed adjacency as ``torch.sparse_csr`` for fast propagation.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from mmgraph.graph.knn import cointeraction_knn_graph, knn_graph, scatter_mean_features
+from mmgraph.graph.norm import bipartite_norm, normalize, to_adj_t
+from mmgraph.typing import II, ITEM, IU, UI, USER, UU, item_knn_type
+from mmgraph.utils.io import atomic_save
+
+log = logging.getLogger(__name__)
+
+_NORMS = ("sym", "row", "none")
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """What graphs a model needs.
+
+    Args:
+        ui_norm: normalisation of the user–item graph: ``'sym'`` (LightGCN's
+            ``D_u^{-1/2} R D_i^{-1/2}``) or ``'none'`` (weights 1). (default: ``'sym'``)
+        item_knn_k: neighbours of the item–item kNN graphs; ``None`` builds none.
+        item_knn_loop: the item itself is a candidate neighbour (MMRec parity). (default: ``True``)
+        item_knn_weighted: keep cosine values (``True``) or binary weights. (default: ``False``)
+        item_knn_norm: ``'sym'``, ``'row'`` or ``'none'`` per modality graph. (default: ``'sym'``)
+        modality_weights: weights of the fused graph ``II = Σ_m w_m S_m``; ``None``
+            gives equal weights over the dataset's modalities. Modalities with weight
+            0 are skipped.
+        item_knn_modalities: also keep each per-modality graph as ``('item', 'knn_<m>', 'item')``.
+        user_knn_k: neighbours of the user–user kNN graph ``UU``; ``None`` builds none.
+        user_knn_source: ``'interactions'`` (co-interaction counts, DualGNN) or a
+            modality name (cosine of the mean features of the user's train items).
+        user_knn_weighted: keep counts/cosines (``True``) or binary weights.
+        user_knn_norm: normalisation of ``UU``.
+        block_size: rows per kNN block (memory knob; not part of the cache key).
+    """
+
+    ui_norm: str = "sym"
+    item_knn_k: int | None = None
+    item_knn_loop: bool = True
+    item_knn_weighted: bool = False
+    item_knn_norm: str = "sym"
+    modality_weights: dict[str, float] | None = None
+    item_knn_modalities: bool = False
+    user_knn_k: int | None = None
+    user_knn_source: str = "interactions"
+    user_knn_weighted: bool = True
+    user_knn_norm: str = "sym"
+    block_size: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.ui_norm not in ("sym", "none"):
+            raise ValueError(f"GraphSpec.ui_norm must be 'sym' or 'none', got {self.ui_norm!r}")
+        for name in ("item_knn_norm", "user_knn_norm"):
+            if getattr(self, name) not in _NORMS:
+                raise ValueError(f"GraphSpec.{name} must be one of {_NORMS}, got {getattr(self, name)!r}")
+        for name in ("item_knn_k", "user_knn_k"):
+            v = getattr(self, name)
+            if v is not None and int(v) <= 0:
+                raise ValueError(f"GraphSpec.{name} must be positive or None, got {v}")
+
+    def key(self, *fields_: str) -> dict:
+        """The named fields as a plain dict (for cache keys)."""
+        d = asdict(self)
+        return {f: d[f] for f in fields_}
+
+
+def tensor_digest(*tensors: Tensor) -> str:
+    """Content hash of tensors (dtype, shape and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _cached(
+    cache_dir: Path | None, kind: str, key: dict, build: Callable[[], tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor]:
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = cache_dir / "graphs" / f"{kind}-{digest}.pt" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        obj = torch.load(path, weights_only=True)
+        log.info("graph %s loaded from cache %s", kind, path)
+        return obj["edge_index"], obj["edge_weight"]
+    t0 = time.perf_counter()
+    edge_index, edge_weight = build()
+    log.info("graph %s built in %.2fs (%d edges)", kind, time.perf_counter() - t0, edge_index.size(1))
+    if path is not None:
+        atomic_save({"edge_index": edge_index, "edge_weight": edge_weight, "key": json.dumps(key, default=str)}, path)
+    return edge_index, edge_weight
+
+
+def _set(data: HeteroData, et, edge_index: Tensor, edge_weight: Tensor, n_src: int, n_dst: int) -> None:
+    data[et].edge_index = edge_index
+    data[et].edge_weight = edge_weight
+    data[et].adj_t = to_adj_t(edge_index, edge_weight, n_src, n_dst)
+
+
+def _coalesce_sum(parts: list[tuple[Tensor, Tensor]], n: int) -> tuple[Tensor, Tensor]:
+    ei = torch.cat([p[0] for p in parts], 1)
+    w = torch.cat([p[1] for p in parts])
+    a = torch.sparse_coo_tensor(ei, w, (n, n)).coalesce()
+    return a.indices(), a.values()
+
+
+def build_graph(data: HeteroData, spec: GraphSpec | None, cache_dir: str | Path | None = None) -> HeteroData:
+    """Add the graphs of ``spec`` to a shallow copy of ``data``.
+
+    ``data`` must hold the train edges ``UI``/``IU`` (as the loaders produce them);
+    validation and test interactions are not in ``data`` and so never enter a graph.
+
+    Args:
+        data: the loaded dataset.
+        spec: what to build (``None``: the user–item graph with ``'sym'`` weights).
+        cache_dir: folder of the on-disk cache (``None`` disables caching).
+
+    Returns:
+        A new ``HeteroData`` sharing the input tensors, with the graph edge types set.
+    """
+    spec = spec or GraphSpec()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else None
+    out = copy.copy(data)
+    U, I = data[USER].num_nodes, data[ITEM].num_nodes
+    ei = data[UI].edge_index
+    if spec.ui_norm == "sym":
+        w = bipartite_norm(ei, U, I)
+    else:
+        w = torch.ones(ei.size(1))
+    _set(out, UI, ei, w, U, I)
+    _set(out, IU, ei.flip(0), w, I, U)
+
+    modalities = [k[2:] for k in data[ITEM].keys() if k.startswith("x_")]
+    if spec.item_knn_k is not None:
+        weights = spec.modality_weights
+        if weights is None:
+            if not modalities:
+                raise ValueError("GraphSpec asks for an item kNN graph but the dataset has no modality")
+            weights = {m: 1.0 / len(modalities) for m in modalities}
+        missing = [m for m in weights if m not in modalities]
+        if missing:
+            raise ValueError(
+                f"GraphSpec.modality_weights names {missing}, not in the dataset's modalities {modalities}"
+            )
+        parts = []
+        for m, wm in weights.items():
+            x = data[ITEM][f"x_{m}"]
+            key = {"x": tensor_digest(x), **spec.key("item_knn_k", "item_knn_loop", "item_knn_weighted")}
+            e, ew = _cached(
+                cache, f"item_knn_{m}", key,
+                lambda x=x: knn_graph(x, int(spec.item_knn_k), loop=spec.item_knn_loop,
+                                      weighted=spec.item_knn_weighted, batch_size=spec.block_size),
+            )
+            ew = normalize(e, I, ew, spec.item_knn_norm)
+            if spec.item_knn_modalities:
+                _set(out, item_knn_type(m), e, ew, I, I)
+            if wm:
+                parts.append((e, float(wm) * ew))
+        if parts:
+            e, ew = _coalesce_sum(parts, I)
+            _set(out, II, e, ew, I, I)
+
+    if spec.user_knn_k is not None:
+        src = spec.user_knn_source
+        if src == "interactions":
+            key = {"train": tensor_digest(ei), "U": U, "I": I, **spec.key("user_knn_k", "user_knn_weighted")}
+            e, ew = _cached(
+                cache, "user_knn_interactions", key,
+                lambda: cointeraction_knn_graph(ei, U, I, int(spec.user_knn_k),
+                                                weighted=spec.user_knn_weighted, batch_size=spec.block_size),
+            )
+        else:
+            if src not in modalities:
+                raise ValueError(
+                    f"GraphSpec.user_knn_source={src!r} is neither 'interactions' nor a modality of "
+                    f"the dataset {modalities}"
+                )
+            x = data[ITEM][f"x_{src}"]
+            key = {"train": tensor_digest(ei), "x": tensor_digest(x), **spec.key("user_knn_k", "user_knn_weighted")}
+            e, ew = _cached(
+                cache, f"user_knn_{src}", key,
+                lambda: knn_graph(scatter_mean_features(ei, x, U), int(spec.user_knn_k), loop=False,
+                                  weighted=spec.user_knn_weighted, batch_size=spec.block_size),
+            )
+        _set(out, UU, e, normalize(e, U, ew, spec.user_knn_norm), U, U)
+    return out

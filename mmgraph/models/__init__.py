@@ -1,0 +1,7 @@
+"""Recommender models. Each file holds one model; configs point at it with ``_target_``."""
+
+from mmgraph.models.base import GraphRecommender, check_requirements, edge_inputs
+from mmgraph.models.bpr import BPR
+from mmgraph.models.lightgcn import LightGCN
+
+__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN"]

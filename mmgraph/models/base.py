@@ -1,0 +1,84 @@
+"""The model contract."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+from torch_geometric.typing import EdgeType, NodeType
+
+from mmgraph.graph.build import GraphSpec
+from mmgraph.typing import IU, UI, BPRBatch
+
+
+class GraphRecommender(torch.nn.Module, abc.ABC):
+    """Base class of every model.
+
+    A model is a pure ``nn.Module`` with typed constructor arguments (no ``**kwargs``,
+    so an unknown config key fails loudly). It never reads files, builds kNN graphs
+    from raw data, or sees a config object: it declares the graphs it needs in
+    ``graph_spec`` and the data layer builds them once.
+
+    Subclasses implement :meth:`forward` (the only propagation entry point) and
+    :meth:`loss`; they may override :meth:`train_graph` for per-epoch graph changes
+    (edge dropout, graph refresh). Evaluation always uses the full ``data``.
+    """
+
+    required_edge_types: ClassVar[tuple[EdgeType, ...]] = (UI, IU)
+    required_modalities: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, num_users: int, num_items: int, *, embedding_dim: int = 64,
+                 graph: GraphSpec | None = None) -> None:
+        super().__init__()
+        if num_users <= 0 or num_items <= 0:
+            raise ValueError(f"num_users and num_items must be positive, got {num_users}, {num_items}")
+        if embedding_dim <= 0:
+            raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
+        self.num_users = num_users
+        self.num_items = num_items
+        self.embedding_dim = embedding_dim
+        self.graph_spec = graph if graph is not None else GraphSpec()
+
+    def reset_parameters(self) -> None:
+        """Re-initialise all parameters."""
+
+    @abc.abstractmethod
+    def forward(self, data: HeteroData) -> dict[NodeType, Tensor]:
+        """Final embeddings ``{'user': [U, d], 'item': [I, d]}``."""
+
+    @abc.abstractmethod
+    def loss(self, data: HeteroData, batch: BPRBatch) -> dict[str, Tensor]:
+        """``{'loss': total, ...}``: the trainer backpropagates ``'loss'`` and logs all terms."""
+
+    def score(self, user_emb: Tensor, item_emb: Tensor) -> Tensor:
+        """Scores ``[B, I]`` of users ``[B, d]`` against items ``[I, d]``."""
+        return user_emb @ item_emb.t()
+
+    def train_graph(self, data: HeteroData, epoch: int) -> HeteroData:
+        """The graph to train on in ``epoch`` (pure: must not modify ``data`` in place)."""
+        return data
+
+    def extra_repr(self) -> str:
+        return f"num_users={self.num_users}, num_items={self.num_items}, embedding_dim={self.embedding_dim}"
+
+
+def edge_inputs(data: HeteroData, edge_type: EdgeType) -> tuple[Tensor, Tensor | None]:
+    """``(adj_t, None)`` when the data layer built a sparse adjacency, else ``(edge_index, edge_weight)``."""
+    store = data[edge_type]
+    if "adj_t" in store:
+        return store.adj_t, None
+    return store.edge_index, store.get("edge_weight")
+
+
+def check_requirements(model: GraphRecommender, data: HeteroData) -> None:
+    """Raise if ``data`` lacks an edge type or modality that ``model`` needs."""
+    missing = [et for et in model.required_edge_types if et not in data.edge_types]
+    if missing:
+        raise ValueError(f"{type(model).__name__} needs edge types {missing}; build them with its GraphSpec")
+    mods = [k[2:] for k in data["item"].keys() if k.startswith("x_")]
+    missing_m = [m for m in model.required_modalities if m not in mods]
+    if missing_m:
+        raise ValueError(f"{type(model).__name__} needs modalities {missing_m}; the dataset has {mods}")

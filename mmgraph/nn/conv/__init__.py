@@ -1,0 +1,6 @@
+"""Message-passing layers, one per file."""
+
+from mmgraph.nn.conv.bipartite_lg_conv import BipartiteLGConv
+from mmgraph.nn.conv.knn_conv import KNNConv
+
+__all__ = ["BipartiteLGConv", "KNNConv"]

@@ -1,0 +1,73 @@
+"""LightGCN convolution for a bipartite relation."""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.typing import Adj, OptTensor, PairTensor, Size
+from torch_geometric.utils import is_sparse, spmm
+
+from mmgraph.graph.norm import bipartite_norm
+
+
+class BipartiteLGConv(MessagePassing):
+    r"""The LightGCN propagation of `"LightGCN: Simplifying and Powering Graph
+    Convolution Network for Recommendation" <https://arxiv.org/abs/2002.02126>`_
+    for one direction of a bipartite relation ``src -> dst``.
+
+    .. math::
+        \mathbf{x}^{\prime}_d = \sum_{s \in \mathcal{N}(d)} w_{sd}\, \mathbf{x}_s,
+        \qquad w_{sd} = \frac{1}{\sqrt{\deg(s)}\sqrt{\deg(d)}} \text{ (LightGCN)}
+
+    i.e. ``x_user' = Â_UI x_item`` and ``x_item' = Â_IU x_user`` with
+    ``Â = D_u^{-1/2} R D_i^{-1/2}``. Wrapped in ``HeteroConv({UI: ..., IU: ...})`` it
+    equals PyG's homogeneous ``LGConv`` on the ``(U + I)`` node graph. No weights, no
+    self-loops, no nonlinearity. The weights are normally computed once by
+    :func:`mmgraph.graph.build_graph` and passed as ``edge_weight`` (or as the
+    values of a sparse ``adj_t``); ``normalize=True`` computes them on the fly.
+
+    Args:
+        normalize: compute ``w_sd`` from degrees in :meth:`forward` (only for an
+            ``edge_index`` input; multiplies any given ``edge_weight``). (default: ``False``)
+        **kwargs: :class:`torch_geometric.nn.conv.MessagePassing` arguments.
+
+    Shapes:
+        - **input:** ``x`` ``(|S|, F)`` or a pair ``((|S|, F), (|D|, F) or None)``;
+          ``edge_index`` ``(2, |E|)`` or a sparse ``adj_t`` ``(|D|, |S|)``;
+          ``edge_weight`` ``(|E|)`` (optional).
+        - **output:** ``(|D|, F)``.
+    """
+
+    def __init__(self, normalize: bool = False, **kwargs) -> None:
+        kwargs.setdefault("aggr", "add")
+        super().__init__(**kwargs)
+        self.normalize = normalize
+
+    def forward(
+        self,
+        x: Tensor | PairTensor | tuple[Tensor, None],
+        edge_index: Adj,
+        edge_weight: OptTensor = None,
+        size: Size = None,
+    ) -> Tensor:
+        """Propagate ``x`` from sources to destinations."""
+        if isinstance(x, Tensor):
+            x = (x, x)
+        if self.normalize and not is_sparse(edge_index):
+            n_src = x[0].size(0)
+            n_dst = size[1] if size is not None else (x[1].size(0) if x[1] is not None else None)
+            if n_dst is None:
+                raise ValueError("BipartiteLGConv(normalize=True) needs x_dst or size=(|S|, |D|)")
+            edge_weight = bipartite_norm(edge_index, n_src, n_dst, edge_weight)
+        return self.propagate(edge_index, x=x, edge_weight=edge_weight, size=size)
+
+    def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
+        """Reference path: weight each source embedding."""
+        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
+
+    def message_and_aggregate(self, adj_t: Adj, x: PairTensor) -> Tensor:
+        """Fast path: one sparse-dense matrix product ``adj_t @ x_src``."""
+        return spmm(adj_t, x[0], reduce=self.aggr)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(normalize={self.normalize})"

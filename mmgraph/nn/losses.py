@@ -1,0 +1,23 @@
+"""Loss functions with MMRec's exact definitions."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def bpr_loss(pos: Tensor, neg: Tensor, gamma: float = 1e-10) -> Tensor:
+    r"""BPR loss :math:`-\mathrm{mean}\,\log(\gamma + \sigma(\hat y_{ui} - \hat y_{uj}))` (MMRec's ``BPRLoss``)."""
+    return -torch.log(gamma + torch.sigmoid(pos - neg)).mean()
+
+
+def emb_loss(*embeddings: Tensor) -> Tensor:
+    r"""MMRec's ``EmbLoss``: :math:`\sum_t \lVert t \rVert_F / \mathrm{rows}(t_{last})` (norms, not squared)."""
+    total = sum(torch.linalg.vector_norm(e) for e in embeddings)
+    return total / embeddings[-1].shape[0]  # type: ignore[return-value]
+
+
+def l2_reg(*embeddings: Tensor) -> Tensor:
+    r"""Squared L2 term :math:`\tfrac12 \sum_t \lVert t \rVert_F^2 / B` (MMRec's ``L2Loss``-style models)."""
+    total = sum(e.pow(2).sum() for e in embeddings)
+    return 0.5 * total / embeddings[-1].shape[0]  # type: ignore[operator]

@@ -1,0 +1,346 @@
+"""Training loop: BPR batches, validation-only early stopping, one test on the best state."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch_geometric.data import HeteroData
+from tqdm.auto import tqdm
+
+from mmgraph.data.sampler import UniformNegativeSampler
+from mmgraph.data.split import RecSplit
+from mmgraph.evaluation.ranking import FullRankingEvaluator
+from mmgraph.models.base import GraphRecommender
+from mmgraph.typing import BPRBatch
+from mmgraph.utils.io import atomic_save
+from mmgraph.utils.memory import peak_rss_mb
+
+log = logging.getLogger(__name__)
+
+CKPT_VERSION = 1
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint cannot be resumed."""
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    best_epoch: int
+    best_valid: dict[str, float]
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    timing: dict[str, float]
+    epochs_run: int
+    stopped_early: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``'auto'`` → CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Trainer:
+    """Trains a :class:`~mmgraph.models.base.GraphRecommender` with BPR batches.
+
+    Each epoch: ``model.train_graph(data, epoch)`` gives the graph to train on; all
+    train interactions are shuffled and paired with fresh uniform negatives
+    (vectorised); batches of ``train_batch_size`` rows are optimised; the
+    learning rate is multiplied by ``lr_decay ** (1 / lr_decay_every)`` per epoch
+    (MMRec's ``learning_rate_scheduler``; ``lr_decay=1`` keeps it constant).
+    Every ``eval_every`` epochs the validation split is evaluated; training stops
+    when ``monitor`` has not strictly improved for more than ``patience``
+    evaluations (MMRec's rule: with ``patience=20`` it stops at the 21st). The
+    best state is kept; the test split is evaluated once, on it, by :meth:`test`.
+
+    Checkpoints (``last.pt`` every ``checkpoint_every`` epochs and on Ctrl-C,
+    ``best.pt`` on improvement) are written atomically and hold everything
+    needed to resume bit-for-bit on CPU: model, optimiser, scheduler, RNG states,
+    early-stopping state, history and timings.
+
+    Args:
+        max_epochs: epoch limit. (default: ``1000``)
+        patience: evaluations without strict improvement tolerated. (default: ``20``)
+        eval_every: validate every this many epochs. (default: ``1``)
+        monitor: validation metric for selection, e.g. ``'recall@20'`` (a
+            ``'valid/'`` prefix is accepted; test metrics are refused).
+        train_batch_size: positive rows per batch. (default: ``2048``)
+        optimizer: partial optimiser constructor taking the parameters. (default: Adam, lr 1e-3)
+        lr_decay: MMRec ``learning_rate_scheduler[0]``. (default: ``1.0``)
+        lr_decay_every: MMRec ``learning_rate_scheduler[1]``. (default: ``50``)
+        clip_grad_norm: max gradient norm, or ``None``. (default: ``None``)
+        evaluator: the full-ranking evaluator.
+        device: ``'auto'``, ``'cpu'``, ``'cuda'``, ``'cuda:1'``... (default: ``'auto'``)
+        resume: continue from ``last.pt`` (see :meth:`fit`). (default: ``False``)
+        checkpoint_every: write ``last.pt`` every this many epochs (0: never). (default: ``1``)
+        progress: show a per-batch progress bar (``None``: only on a terminal).
+    """
+
+    def __init__(
+        self,
+        max_epochs: int = 1000,
+        patience: int = 20,
+        eval_every: int = 1,
+        monitor: str = "recall@20",
+        train_batch_size: int = 2048,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        lr_decay: float = 1.0,
+        lr_decay_every: int = 50,
+        clip_grad_norm: float | None = None,
+        evaluator: FullRankingEvaluator | None = None,
+        device: str = "auto",
+        resume: bool = False,
+        checkpoint_every: int = 1,
+        progress: bool | None = None,
+    ) -> None:
+        if monitor.startswith("test"):
+            raise ValueError(f"monitor={monitor!r}: selection must use a validation metric")
+        monitor = monitor.removeprefix("valid/")
+        if max_epochs < 1 or eval_every < 1 or patience < 0 or train_batch_size < 1:
+            raise ValueError("max_epochs, eval_every and train_batch_size must be >= 1, patience >= 0")
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.eval_every = eval_every
+        self.monitor = monitor
+        self.train_batch_size = train_batch_size
+        self.optimizer_fn = optimizer or partial(torch.optim.Adam, lr=1e-3)
+        self.lr_decay = lr_decay
+        self.lr_decay_every = lr_decay_every
+        self.clip_grad_norm = clip_grad_norm
+        self.evaluator = evaluator or FullRankingEvaluator()
+        self.device = resolve_device(device)
+        self.resume = resume
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        metric_names = [f"{m}@{k}" for m in self.evaluator.metrics for k in self.evaluator.ks]
+        if monitor not in metric_names:
+            raise ValueError(f"monitor={monitor!r} is not computed by the evaluator ({metric_names})")
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        model: GraphRecommender,
+        data: HeteroData,
+        split: RecSplit,
+        output_dir: str | Path,
+        seed: int = 0,
+        fingerprint: str = "",
+        resume_from: str | Path | None = None,
+    ) -> FitResult:
+        """Train with validation-only early stopping.
+
+        Args:
+            model: the model (moved to the trainer's device).
+            data: the graph (with the model's ``GraphSpec`` built).
+            split: the interactions of each stage.
+            output_dir: where ``last.pt`` and ``best.pt`` are written.
+            seed: seed of the trainer's RNG (shuffling, negatives).
+            fingerprint: identifies the configuration; a checkpoint with another
+                fingerprint is refused on resume.
+            resume_from: checkpoint to resume (default with ``resume=True``:
+                ``<output_dir>/last.pt``).
+        """
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        device = self.device
+        model = model.to(device)
+        data = data.to(device)
+        gen = torch.Generator().manual_seed(seed)
+        sampler = UniformNegativeSampler(split, generator=gen)
+        opt = self.optimizer_fn(model.parameters())
+        decay = self.lr_decay ** (1.0 / self.lr_decay_every)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: decay**e)
+
+        state = {
+            "epoch": 0,
+            "best_score": -math.inf,
+            "best_epoch": 0,
+            "best_valid": {},
+            "best_state": None,
+            "bad_evals": 0,
+            "history": [],
+            "times": {"sample": [], "train": [], "eval": []},
+        }
+        if self.resume or resume_from is not None:
+            ckpt_path = Path(resume_from) if resume_from is not None else out / "last.pt"
+            state = self._load(ckpt_path, fingerprint, model, opt, sched, gen)
+            log.info("resumed from %s at epoch %d", ckpt_path, state["epoch"])
+        stopped = False
+        start_epoch = state["epoch"]
+
+        def save_last() -> None:
+            if self.checkpoint_every:
+                self._save(out / "last.pt", fingerprint, model, opt, sched, gen, state)
+
+        try:
+            for epoch in range(start_epoch, self.max_epochs):
+                t0 = time.perf_counter()
+                batch_all = sampler.epoch()
+                t_sample = time.perf_counter() - t0
+                graph = model.train_graph(data, epoch)
+                model.train()
+                t1 = time.perf_counter()
+                n = batch_all.users.numel()
+                n_batches = math.ceil(n / self.train_batch_size)
+                terms: dict[str, float] = {}
+                bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}", leave=False,
+                           disable=(not self.progress) if self.progress is not None else None)
+                for b in bar:
+                    sl = slice(b * self.train_batch_size, (b + 1) * self.train_batch_size)
+                    batch = BPRBatch(*(t[sl] for t in batch_all)).to(device)
+                    opt.zero_grad(set_to_none=True)
+                    losses = model.loss(graph, batch)
+                    loss = losses["loss"]
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"loss is {loss.item()} at epoch {epoch + 1}, batch {b + 1}; "
+                            "lower the learning rate or check the inputs"
+                        )
+                    loss.backward()
+                    if self.clip_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
+                    opt.step()
+                    for k, v in losses.items():
+                        terms[k] = terms.get(k, 0.0) + float(v.detach())
+                    if b % 10 == 0:
+                        bar.set_postfix(loss=f"{terms['loss'] / (b + 1):.4f}")
+                bar.close()
+                sched.step()
+                t_train = time.perf_counter() - t1
+                state["times"]["sample"].append(t_sample)
+                state["times"]["train"].append(t_train)
+                terms = {k: v / n_batches for k, v in terms.items()}
+                state["epoch"] = epoch + 1
+                msg = (f"epoch {epoch + 1:4d} | loss {terms['loss']:.5f} | train {t_train:.2f}s "
+                       f"(sampling {t_sample:.3f}s)")
+                if (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.max_epochs:
+                    t2 = time.perf_counter()
+                    valid = self.evaluator.evaluate(model, data, split, "valid")
+                    t_eval = time.perf_counter() - t2
+                    state["times"]["eval"].append(t_eval)
+                    score = valid[self.monitor]
+                    state["history"].append({"epoch": epoch + 1, "loss": terms["loss"], "losses": terms,
+                                             "valid": valid, "train_s": t_train, "eval_s": t_eval})
+                    improved = score > state["best_score"]
+                    if improved:
+                        state.update(best_score=score, best_epoch=epoch + 1, best_valid=valid, bad_evals=0,
+                                     best_state=_cpu_state(model))
+                        atomic_save({"model": state["best_state"], "epoch": epoch + 1, "valid": valid,
+                                     "fingerprint": fingerprint}, out / "best.pt")
+                    else:
+                        state["bad_evals"] += 1
+                    msg += (f" | valid {self.monitor} {score:.4f}"
+                            + (f" ndcg@20 {valid['ndcg@20']:.4f}" if "ndcg@20" in valid else "")
+                            + f" | eval {t_eval:.2f}s"
+                            + (" | best, saved" if improved else
+                               f" | best {state['best_score']:.4f} @ {state['best_epoch']} "
+                               f"({state['bad_evals']}/{self.patience})"))
+                    stopped = state["bad_evals"] > self.patience
+                epoch_s = (sum(state["times"]["train"]) + sum(state["times"]["sample"]) +
+                           sum(state["times"]["eval"])) / max(1, len(state["times"]["train"]))
+                msg += f" | ETA <= {_fmt_s(epoch_s * (self.max_epochs - epoch - 1))}"
+                log.info(msg)
+                if self.checkpoint_every and ((epoch + 1) % self.checkpoint_every == 0 or stopped):
+                    save_last()
+                if stopped:
+                    log.info("early stopping: no improvement of valid %s for %d evaluations; best %.4f at epoch %d",
+                             self.monitor, state["bad_evals"], state["best_score"], state["best_epoch"])
+                    break
+        except KeyboardInterrupt:
+            log.warning("interrupted: writing %s (epoch %d) before exiting; resume with trainer.resume=true",
+                        out / "last.pt", state["epoch"])
+            save_last()
+            raise
+        if state["best_state"] is None:
+            state["best_state"] = _cpu_state(model)
+            state["best_epoch"] = state["epoch"]
+        t = state["times"]
+        timing = {
+            "sample_s": _mean(t["sample"]),
+            "train_epoch_s": _mean(t["train"]),
+            "eval_s": _mean(t["eval"]),
+            "peak_rss_mb": peak_rss_mb(),
+        }
+        return FitResult(
+            best_epoch=state["best_epoch"],
+            best_valid=state["best_valid"],
+            best_state=state["best_state"],
+            history=state["history"],
+            timing=timing,
+            epochs_run=state["epoch"],
+            stopped_early=stopped,
+        )
+
+    # ----------------------------------------------------------------- test
+    def test(self, model: GraphRecommender, data: HeteroData, split: RecSplit,
+             state: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, float], float]:
+        """Evaluate the test split once (on ``state`` if given). Returns ``(metrics, seconds)``."""
+        model = model.to(self.device)
+        if state is not None:
+            model.load_state_dict(state)
+        t = time.perf_counter()
+        metrics = self.evaluator.evaluate(model, data.to(self.device), split, "test")
+        return metrics, time.perf_counter() - t
+
+    # ---------------------------------------------------------- checkpoints
+    def _save(self, path: Path, fingerprint: str, model, opt, sched, gen, state: dict) -> None:
+        atomic_save({
+            "version": CKPT_VERSION,
+            "fingerprint": fingerprint,
+            "model": _cpu_state(model),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_trainer": gen.get_state(),
+            "state": state,
+        }, path)
+
+    def _load(self, path: Path, fingerprint: str, model, opt, sched, gen) -> dict:
+        if not path.is_file():
+            raise ResumeError(f"trainer.resume: no checkpoint at {path}")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt.get("version") != CKPT_VERSION:
+            raise ResumeError(f"{path}: checkpoint version {ckpt.get('version')}, expected {CKPT_VERSION}")
+        if fingerprint and ckpt.get("fingerprint") != fingerprint:
+            raise ResumeError(
+                f"{path}: written by a run with another configuration (fingerprint "
+                f"{ckpt.get('fingerprint')} != {fingerprint}); resume with the same model, dataset, "
+                "trainer and seed settings"
+            )
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng_torch"])
+        if ckpt["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+        gen.set_state(ckpt["rng_trainer"])
+        return ckpt["state"]
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _mean(xs: list[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else 0.0
+
+
+def _fmt_s(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+__all__ = ["Trainer", "FitResult", "ResumeError", "resolve_device"]
