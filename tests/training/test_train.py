@@ -1,0 +1,144 @@
+"""End-to-end: run(cfg), metrics.json contract, one test evaluation, resume after SIGKILL, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmgraph.evaluation.ranking import FullRankingEvaluator
+from mmgraph.training import ResumeError, Trainer, run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_run_writes_metrics_contract(cfg_tiny, tmp_path):
+    cfg = cfg_tiny("model=lightgcn", "trainer.max_epochs=3", "trainer.patience=5")
+    metrics = run(cfg, output_dir=tmp_path)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["test"] == metrics["test"]
+    for key in ("model", "dataset", "best_epoch", "valid", "test", "history", "timing", "peak_rss_mb"):
+        assert key in on_disk, key
+    assert on_disk["model"] == "LightGCN" and on_disk["dataset"] == "tiny"
+    assert {"recall@20", "ndcg@10", "precision@5", "map@50", "hit@10"} <= set(on_disk["valid"])
+    assert {"recall@20", "ndcg@10"} <= set(on_disk["test"])
+    assert [h["epoch"] for h in on_disk["history"]] == [1, 2, 3]
+    assert all({"epoch", "loss", "valid"} <= set(h) for h in on_disk["history"])
+    assert {"sample_s", "train_epoch_s", "eval_s"} <= set(on_disk["timing"])
+    assert on_disk["peak_rss_mb"] > 0
+    best = max(on_disk["history"], key=lambda h: h["valid"]["recall@20"])
+    assert on_disk["best_epoch"] == best["epoch"]
+    assert on_disk["valid"] == best["valid"]
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+    ckpt = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert ckpt["epoch"] == on_disk["best_epoch"]
+    assert not list(tmp_path.glob("*.tmp")), "temporary files left behind"
+
+
+def test_test_split_evaluated_once_on_best_state(cfg_tiny, tmp_path, monkeypatch):
+    stages = []
+    original = FullRankingEvaluator.evaluate
+
+    def spy(self, model, data, split, stage):
+        stages.append(stage)
+        return original(self, model, data, split, stage)
+
+    monkeypatch.setattr(FullRankingEvaluator, "evaluate", spy)
+    cfg = cfg_tiny("model=bpr", "trainer.max_epochs=4", "trainer.patience=10")
+    metrics = run(cfg, output_dir=tmp_path)
+    assert stages.count("test") == 1 and stages[-1] == "test"
+    assert stages.count("valid") == 4
+    # the test numbers are those of the best state, not of the last epoch
+    ckpt = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert ckpt["epoch"] == metrics["best_epoch"]
+
+
+def test_early_stopping_rule_is_mmrecs(cfg_tiny, tmp_path):
+    # patience=0: stop at the first evaluation that does not strictly improve
+    cfg = cfg_tiny("model=bpr", "trainer.max_epochs=50", "trainer.patience=0",
+                   "trainer.optimizer.lr=0.0")  # lr 0: validation never improves after epoch 1
+    metrics = run(cfg, output_dir=tmp_path)
+    assert metrics["best_epoch"] == 1 and metrics["epochs_run"] == 2 and metrics["stopped_early"]
+
+
+def test_monitor_must_be_validation():
+    with pytest.raises(ValueError, match="validation"):
+        Trainer(monitor="test/recall@20")
+    with pytest.raises(ValueError, match="not computed"):
+        Trainer(monitor="recall@7")
+
+
+def test_resume_without_checkpoint_is_an_error(cfg_tiny, tmp_path):
+    cfg = cfg_tiny("model=bpr", "trainer.resume=true")
+    with pytest.raises(ResumeError, match="no unfinished run"):
+        run(cfg, output_dir=tmp_path / "fresh")
+    assert not (tmp_path / "fresh" / "metrics.json").exists()
+
+
+def test_resume_refuses_other_config(cfg_tiny, tmp_path):
+    run(cfg_tiny("model=bpr", "trainer.max_epochs=2"), output_dir=tmp_path)
+    (tmp_path / "metrics.json").unlink()
+    with pytest.raises(ResumeError, match="another configuration"):
+        run(cfg_tiny("model=bpr", "trainer.max_epochs=2", "trainer.resume=true", "model.reg_weight=0.5"),
+            output_dir=tmp_path)
+
+
+def _train_cmd(run_dir: Path, cache: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "experiments" / "train.py"), f"hydra.run.dir={run_dir}",
+            f"cache_dir={cache}", "model=lightgcn", "trainer.max_epochs=7", "trainer.patience=100",
+            "trainer.device=cpu", "dataset.num_users=600", "dataset.num_items=300",
+            "dataset.num_interactions=12000", "trainer.train_batch_size=256", *extra]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"  # identical thread counts in all three processes
+    return env
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, cache_dir):
+    full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(_train_cmd(full_dir, cache_dir), check=True, env=_env(), capture_output=True)
+    reference = json.loads((full_dir / "metrics.json").read_text())
+
+    proc = subprocess.Popen(_train_cmd(killed_dir, cache_dir), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = killed_dir / "last.pt"
+        if ckpt.is_file():
+            epoch = torch.load(ckpt, weights_only=True)["state"]["epoch"]
+            if epoch >= 3:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = epoch
+                break
+        time.sleep(0.02)
+    proc.wait()
+    if killed_at is None:
+        pytest.fail("the run finished before it could be killed; make it longer")
+    assert not (killed_dir / "metrics.json").exists()
+    subprocess.run(_train_cmd(killed_dir, cache_dir, "trainer.resume=true"), check=True, env=_env(),
+                   capture_output=True)
+    resumed = json.loads((killed_dir / "metrics.json").read_text())
+    assert resumed["resumed_from"] is not None
+    assert resumed["test"] == reference["test"]
+    assert resumed["best_epoch"] == reference["best_epoch"]
+    assert [h["valid"] for h in resumed["history"]] == [h["valid"] for h in reference["history"]]
+
+
+def test_cli_multirun_bpr_lightgcn(tmp_path, cache_dir):
+    cmd = [sys.executable, str(REPO / "experiments" / "train.py"), "-m", "model=bpr,lightgcn",
+           "trainer=debug", "trainer.max_epochs=2", f"cache_dir={cache_dir}", "dataset.num_users=200",
+           "dataset.num_items=100", "dataset.num_interactions=3000",
+           f"hydra.sweep.dir={tmp_path}"]
+    subprocess.run(cmd, check=True, capture_output=True, env=_env())
+    found = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
+    assert found == ["0_bpr-synthetic", "1_lightgcn-synthetic"]
