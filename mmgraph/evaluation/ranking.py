@@ -48,8 +48,8 @@ class FullRankingEvaluator:
             raise ValueError(f"unknown metrics {bad}; expected a subset of {METRICS}")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.ks = sorted(int(k) for k in ks)
-        self.metrics = list(metrics)
+        self.ks = sorted({int(k) for k in ks})  # deduplicated: a repeated k/metric would be summed twice
+        self.metrics = list(dict.fromkeys(metrics))
         self.batch_size = batch_size
         self.exclude_val_at_test = exclude_val_at_test
 

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mmgraph.data.mmrec import DatasetError
+from mmgraph.data.split import SplitError
 from mmgraph.graph.build import build_graph
 from mmgraph.models.base import GraphRecommender, check_requirements
 from mmgraph.training.trainer import ResumeError, Trainer
@@ -78,6 +81,16 @@ def _model_kwargs(cfg: DictConfig, data) -> dict[str, Any]:
     return kwargs
 
 
+def load_dataset(dataset_cfg: DictConfig):
+    """Instantiate a dataset config; a bad input raises the loader's own error, not Hydra's wrapper."""
+    try:
+        return instantiate(dataset_cfg, _convert_="all")
+    except InstantiationException as e:
+        if isinstance(e.__cause__, (DatasetError, SplitError)):
+            raise e.__cause__ from None
+        raise
+
+
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Load data, build graphs, train with early stopping, test once, write ``metrics.json``.
 
@@ -88,10 +101,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     out = _output_dir(cfg, output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
-    data, split = instantiate(cfg.dataset, _convert_="all")
+    data, split = load_dataset(cfg.dataset)
     model: GraphRecommender = instantiate(cfg.model, **_model_kwargs(cfg, data), _convert_="all")
     data = build_graph(data, model.graph_spec, cache_dir=cfg.get("cache_dir"))
     check_requirements(model, data)
+    model.init_from_data(data)  # parameters initialised from data (e.g. LATTICE's trainable raw features)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model %s with %s trainable parameters", model, f"{n_params:,}")
 

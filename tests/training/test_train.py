@@ -142,3 +142,22 @@ def test_cli_multirun_bpr_lightgcn(tmp_path, cache_dir):
     subprocess.run(cmd, check=True, capture_output=True, env=_env())
     found = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
     assert found == ["0_bpr-synthetic", "1_lightgcn-synthetic"]
+
+
+def test_bad_dataset_fails_clearly_and_writes_nothing(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from mmgraph.data import DatasetError
+
+    folder = tmp_path / "data" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "broken.inter").write_text("userID\titemID\tx_label\n0\t0\t0\n0\tx\t1\n")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "dataset=mmrec", "dataset.name=broken", f"data_root={tmp_path / 'data'}", "trainer=debug",
+            f"cache_dir={tmp_path / 'cache'}"])
+    out = tmp_path / "run"
+    with pytest.raises(DatasetError, match=r"broken\.inter:3: column 'itemID'"):
+        run(cfg, output_dir=out)
+    assert not [p for p in out.rglob("*") if p.is_file()]
+    assert not (tmp_path / "cache").exists()

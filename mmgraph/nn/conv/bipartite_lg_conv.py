@@ -53,11 +53,12 @@ class BipartiteLGConv(MessagePassing):
         """Propagate ``x`` from sources to destinations."""
         if isinstance(x, Tensor):
             x = (x, x)
+        if x[1] is None and size is None and not is_sparse(edge_index):
+            # PyG would silently assume |D| = |S| and return the wrong number of rows.
+            raise ValueError("BipartiteLGConv with x_dst=None needs size=(|S|, |D|) (or a sparse adj_t)")
         if self.normalize and not is_sparse(edge_index):
             n_src = x[0].size(0)
-            n_dst = size[1] if size is not None else (x[1].size(0) if x[1] is not None else None)
-            if n_dst is None:
-                raise ValueError("BipartiteLGConv(normalize=True) needs x_dst or size=(|S|, |D|)")
+            n_dst = size[1] if size is not None else x[1].size(0)
             edge_weight = bipartite_norm(edge_index, n_src, n_dst, edge_weight)
         return self.propagate(edge_index, x=x, edge_weight=edge_weight, size=size)
 
