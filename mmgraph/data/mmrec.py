@@ -314,7 +314,6 @@ def load_mmrec(
     lab = torch.from_numpy(label)
     stage = {s: torch.stack([users[lab == i], items[lab == i]]) for i, s in enumerate(("train", "valid", "test"))}
     summary: dict = {"name": name, "split": split, "num_users": num_users, "num_items": num_items}
-    summary["rows"] = {s: int(e.size(1)) for s, e in stage.items()}
     train_users = torch.zeros(num_users, dtype=torch.bool)
     train_users[stage["train"][0]] = True
     train_item_mask = torch.zeros(num_items, dtype=torch.bool)
@@ -324,7 +323,7 @@ def load_mmrec(
         cold_u = ~train_users[e[0]]
         summary[f"cold_users_{s}"] = int(torch.unique(e[0][cold_u]).numel())
         summary[f"cold_items_{s}"] = int(torch.unique(e[1][~train_item_mask[e[1]]]).numel())
-        if False:
+        if filter_cold_users and cold_u.any():
             summary[f"dropped_rows_{s}"] = int(cold_u.sum())
             stage[s] = e[:, ~cold_u]
     for s, e in stage.items():
@@ -334,6 +333,7 @@ def load_mmrec(
                 + (", after dropping users with no train interaction" if s != "train" else "")
                 + ")"
             )
+    summary["rows"] = {s: int(e.size(1)) for s, e in stage.items()}  # after the cold-user filter
     summary["users_without_train"] = int((~train_users).sum())
     summary["items_without_train"] = int((~train_item_mask).sum())
     summary["modalities"] = {m: int(f.shape[1]) for m, f in features.items()}

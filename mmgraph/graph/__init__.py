@@ -2,7 +2,7 @@
 
 from mmgraph.graph.build import GraphSpec, build_graph, tensor_digest
 from mmgraph.graph.knn import cointeraction_knn_graph, knn_graph, scatter_mean_features, topk_cosine
-from mmgraph.graph.norm import bipartite_norm, normalize, row_norm, sym_norm, to_adj_t
+from mmgraph.graph.norm import bipartite_norm, normalize, row_norm, rw_selfloop_norm, sym_norm, to_adj_t
 
 __all__ = [
     "GraphSpec",
@@ -15,6 +15,7 @@ __all__ = [
     "bipartite_norm",
     "sym_norm",
     "row_norm",
+    "rw_selfloop_norm",
     "normalize",
     "to_adj_t",
 ]

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mmgraph.graph.knn import cointeraction_knn_graph, knn_graph, scatter_mean_features
-from mmgraph.graph.norm import bipartite_norm, normalize, to_adj_t
+from mmgraph.graph.norm import bipartite_norm, normalize, rw_selfloop_norm, to_adj_t
 from mmgraph.typing import II, ITEM, IU, UI, USER, UU, item_knn_type
 from mmgraph.utils.io import atomic_save
 
@@ -41,7 +41,10 @@ class GraphSpec:
 
     Args:
         ui_norm: normalisation of the user–item graph: ``'sym'`` (LightGCN's
-            ``D_u^{-1/2} R D_i^{-1/2}``) or ``'none'`` (weights 1). (default: ``'sym'``)
+            ``D_u^{-1/2} R D_i^{-1/2}``), ``'rw_selfloop'`` (``D^{-1}(A + I)`` on the
+            ``U + I`` graph, as LATTICE's and NGCF's reference code: edge weights
+            ``1 / (deg(dst) + 1)`` and a per-node ``self_weight = 1 / (deg + 1)`` on
+            ``data['user']`` and ``data['item']``) or ``'none'`` (weights 1). (default: ``'sym'``)
         item_knn_k: neighbours of the item–item kNN graphs; ``None`` builds none.
         item_knn_loop: the item itself is a candidate neighbour (MMRec parity). (default: ``True``)
         item_knn_weighted: keep cosine values (``True``) or binary weights. (default: ``False``)
@@ -72,8 +75,10 @@ class GraphSpec:
     block_size: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.ui_norm not in ("sym", "none"):
-            raise ValueError(f"GraphSpec.ui_norm must be 'sym' or 'none', got {self.ui_norm!r}")
+        if self.ui_norm not in ("sym", "rw_selfloop", "none"):
+            raise ValueError(
+                f"GraphSpec.ui_norm must be 'sym', 'rw_selfloop' or 'none', got {self.ui_norm!r}"
+            )
         for name in ("item_knn_norm", "user_knn_norm"):
             if getattr(self, name) not in _NORMS:
                 raise ValueError(f"GraphSpec.{name} must be one of {_NORMS}, got {getattr(self, name)!r}")
@@ -147,12 +152,20 @@ def build_graph(data: HeteroData, spec: GraphSpec | None, cache_dir: str | Path 
     out = copy.copy(data)
     U, I = data[USER].num_nodes, data[ITEM].num_nodes
     ei = data[UI].edge_index
-    if spec.ui_norm == "sym":
-        w = bipartite_norm(ei, U, I)
+    for nt in (USER, ITEM):
+        if "self_weight" in out[nt]:  # only 'rw_selfloop' has self-loop weights
+            del out[nt]["self_weight"]
+    if spec.ui_norm == "rw_selfloop":
+        w, self_i = rw_selfloop_norm(ei, I)  # user -> item: 1 / (deg_i + 1)
+        w_rev, self_u = rw_selfloop_norm(ei.flip(0), U)  # item -> user: 1 / (deg_u + 1)
+        out[USER].self_weight = self_u
+        out[ITEM].self_weight = self_i
+    elif spec.ui_norm == "sym":
+        w = w_rev = bipartite_norm(ei, U, I)
     else:
-        w = torch.ones(ei.size(1))
+        w = w_rev = torch.ones(ei.size(1))
     _set(out, UI, ei, w, U, I)
-    _set(out, IU, ei.flip(0), w, I, U)
+    _set(out, IU, ei.flip(0), w_rev, I, U)
 
     modalities = [k[2:] for k in data[ITEM].keys() if k.startswith("x_")]
     if spec.item_knn_k is not None:
@@ -200,7 +213,8 @@ def build_graph(data: HeteroData, spec: GraphSpec | None, cache_dir: str | Path 
                     f"the dataset {modalities}"
                 )
             x = data[ITEM][f"x_{src}"]
-            key = {"train": tensor_digest(ei), "x": tensor_digest(x), **spec.key("user_knn_k", "user_knn_weighted")}
+            key = {"train": tensor_digest(ei), "x": tensor_digest(x), "U": U,
+                   **spec.key("user_knn_k", "user_knn_weighted")}
             e, ew = _cached(
                 cache, f"user_knn_{src}", key,
                 lambda: knn_graph(scatter_mean_features(ei, x, U), int(spec.user_knn_k), loop=False,

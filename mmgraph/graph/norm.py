@@ -7,7 +7,9 @@ target ``i``) and return the normalised weights ``[E]``. The dense equivalents:
   (``W[i, j]`` = weight of edge ``j -> i``), i.e. ``w_ij / sqrt(d_i d_j)``;
 * :func:`row_norm`: ``D^{-1} W``, each target's incoming weights sum to 1;
 * :func:`bipartite_norm`: LightGCN's ``D_u^{-1/2} R D_i^{-1/2}`` for a bipartite
-  relation, degrees counted on each side.
+  relation, degrees counted on each side;
+* :func:`rw_selfloop_norm`: one direction of ``D^{-1}(A + I)`` on the user–item
+  graph (LATTICE's/NGCF's reference code), self-loop weights returned apart.
 
 Nodes with zero degree get weight 0 on their (non-existent) edges: no ``inf`` and
 no epsilon (MMRec's ``+1e-7`` changes weights by a relative ``~1e-7`` only).
@@ -20,13 +22,15 @@ from torch import Tensor
 
 
 def _inv(x: Tensor, power: float) -> Tensor:
-    out = x.pow(-power)
-    return out.masked_fill(x == 0, 0.0)
+    # pow on a masked copy: ``0 ** -p = inf`` would turn the backward of a learned
+    # graph's degrees into ``0 * inf = nan`` even though the forward masks it.
+    zero = x == 0
+    return x.masked_fill(zero, 1.0).pow(-power).masked_fill(zero, 0.0)
 
 
 def _weights(edge_index: Tensor, edge_weight: Tensor | None) -> Tensor:
     if edge_weight is None:
-        return torch.ones(edge_index.size(1))
+        return torch.ones(edge_index.size(1), device=edge_index.device)
     return edge_weight
 
 
@@ -53,6 +57,25 @@ def bipartite_norm(
     deg_s = torch.zeros(num_src, dtype=w.dtype, device=w.device).index_add_(0, edge_index[0], w)
     deg_d = torch.zeros(num_dst, dtype=w.dtype, device=w.device).index_add_(0, edge_index[1], w)
     return _inv(deg_s, 0.5)[edge_index[0]] * w * _inv(deg_d, 0.5)[edge_index[1]]
+
+
+def rw_selfloop_norm(
+    edge_index: Tensor, num_dst: int, edge_weight: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """One direction of ``D^{-1}(A + I)`` (row-normalised, with self-loops) for a bipartite relation.
+
+    Row ``d`` of ``D^{-1}(A + I)`` holds ``w_sd / (deg(d) + 1)`` for each neighbour ``s``
+    and ``1 / (deg(d) + 1)`` on the diagonal, so each row sums to 1 (LATTICE's and
+    NGCF's reference code). The diagonal term is not an edge of the relation: it is
+    returned separately, for the model to add as ``self_weight · x_d``.
+
+    Returns:
+        ``(edge weights [E], self-loop weight of every destination node [num_dst])``.
+    """
+    w = _weights(edge_index, edge_weight)
+    deg = torch.zeros(num_dst, dtype=w.dtype, device=w.device).index_add_(0, edge_index[1], w)
+    inv = 1.0 / (deg + 1.0)
+    return w * inv[edge_index[1]], inv
 
 
 def normalize(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None, how: str) -> Tensor:
