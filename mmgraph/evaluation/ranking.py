@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -10,6 +10,7 @@ from torch_geometric.data import HeteroData
 
 from mmgraph.data.split import RecSplit
 from mmgraph.evaluation.metrics import METRICS, compute
+from mmgraph.models.base import GraphRecommender
 
 
 class FullRankingEvaluator:
@@ -30,8 +31,10 @@ class FullRankingEvaluator:
     Args:
         ks: cut-offs. (default: ``(5, 10, 20, 50)``)
         metrics: any of ``recall``, ``ndcg``, ``precision``, ``map``, ``hit``.
-        batch_size: users per scoring batch. (default: ``4096``)
+        batch_size: users per scoring batch on a GPU. (default: ``4096``)
         exclude_val_at_test: also mask validation items at test time. (default: ``False``)
+        cpu_block_mb: on CPU, users per batch are capped so that one ``[B, I]`` float32
+            score block stays within this size (cache-friendly). (default: ``16``)
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class FullRankingEvaluator:
         metrics: Sequence[str] = ("recall", "ndcg", "precision", "map", "hit"),
         batch_size: int = 4096,
         exclude_val_at_test: bool = False,
+        cpu_block_mb: float = 16.0,
     ) -> None:
         if not ks or min(ks) <= 0:
             raise ValueError(f"ks must be positive integers, got {list(ks)}")
@@ -52,6 +56,7 @@ class FullRankingEvaluator:
         self.metrics = list(dict.fromkeys(metrics))
         self.batch_size = batch_size
         self.exclude_val_at_test = exclude_val_at_test
+        self.cpu_block_mb = cpu_block_mb
 
     @torch.no_grad()
     def evaluate(
@@ -66,41 +71,69 @@ class FullRankingEvaluator:
         model.eval()
         try:
             emb = model(data)  # the one forward of this evaluation
-            return self.evaluate_embeddings(model.score, emb["user"], emb["item"], split, stage)
+            # The default dot-product score gets the buffered fast path.
+            dot = getattr(model.score, "__func__", None) is GraphRecommender.score
+            return self.evaluate_embeddings(None if dot else model.score, emb["user"], emb["item"], split, stage)
         finally:
             model.train(was_training)
+
+    def _prepared(self, split: RecSplit, stage: str, device: torch.device) -> dict[str, Any]:
+        """Device copies of the CSR views and sorted ground-truth keys, cached on the split."""
+        key = ("eval", stage, str(device), self.exclude_val_at_test)
+        if key not in split._cache:
+            excl = [split.csr("train")]
+            if stage == "test" and self.exclude_val_at_test:
+                excl.append(split.csr("valid"))
+            gt_ptr, gt_items = (t.to(device) for t in split.csr(stage))
+            rows = torch.repeat_interleave(torch.arange(split.num_users, device=device), gt_ptr[1:] - gt_ptr[:-1])
+            split._cache[key] = {
+                "excl": [(p.to(device), c.to(device)) for p, c in excl],
+                "gt_ptr": gt_ptr,
+                "gt_keys": rows * split.num_items + gt_items,  # sorted: rows ascending, items sorted per row
+                "users": split.eval_users(stage).to(device),
+            }
+        return split._cache[key]
+
+    def _batch_size(self, device: torch.device, num_items: int) -> int:
+        if device.type != "cpu":
+            return self.batch_size
+        # On CPU a score block that fits in the cache is faster than a big one (measured on the
+        # Baby graph: 512 x 7,050 users x items 1.56 s vs 4096 x 7,050 1.94 s per evaluation).
+        return max(1, min(self.batch_size, int(self.cpu_block_mb * 2**20 / 4) // max(1, num_items)))
 
     @torch.no_grad()
     def evaluate_embeddings(
         self,
-        score: Callable[[Tensor, Tensor], Tensor],
+        score: Callable[[Tensor, Tensor], Tensor] | None,
         user_emb: Tensor,
         item_emb: Tensor,
         split: RecSplit,
         stage: Literal["valid", "test"],
     ) -> dict[str, float]:
-        """Metrics from precomputed embeddings and a scoring function."""
+        """Metrics from precomputed embeddings and a scoring function (``None``: dot product)."""
         if stage not in ("valid", "test"):
             raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
         device = item_emb.device
         num_items = split.num_items
-        excl = [split.csr("train")]
-        if stage == "test" and self.exclude_val_at_test:
-            excl.append(split.csr("valid"))
-        excl = [(p.to(device), c.to(device)) for p, c in excl]
-        gt_ptr, gt_items = (t.to(device) for t in split.csr(stage))
-        users_all = split.eval_users(stage).to(device)
-        gt_keys = torch.repeat_interleave(torch.arange(split.num_users, device=device), gt_ptr[1:] - gt_ptr[:-1])
-        gt_keys = gt_keys * num_items + gt_items  # sorted: CSR rows ascending, items sorted per row
+        prep = self._prepared(split, stage, device)
+        gt_ptr, gt_keys, users_all = prep["gt_ptr"], prep["gt_keys"], prep["users"]
         kmax = max(self.ks)
         kk = min(kmax, num_items)
+        bs = self._batch_size(device, num_items)
+        item_t = item_emb.t()
+        buf = None
         sums = {f"{m}@{k}": torch.zeros((), dtype=torch.float64, device=device) for m in self.metrics for k in self.ks}
-        for start in range(0, users_all.numel(), self.batch_size):
-            users = users_all[start : start + self.batch_size]
-            scores = score(user_emb[users], item_emb)  # [B, I]
+        for start in range(0, users_all.numel(), bs):
+            users = users_all[start : start + bs]
+            if score is None:  # one reused buffer: no page faults from a fresh [B, I] block per batch
+                if buf is None or buf.size(0) < users.numel():
+                    buf = torch.empty(users.numel(), num_items, dtype=item_emb.dtype, device=device)
+                scores = torch.mm(user_emb[users], item_t, out=buf[: users.numel()])  # [B, I]
+            else:
+                scores = score(user_emb[users], item_emb)  # [B, I]
             if scores.shape != (users.numel(), num_items):
                 raise ValueError(f"model.score returned shape {tuple(scores.shape)}, expected {(users.numel(), num_items)}")
-            for ptr, cols in excl:
+            for ptr, cols in prep["excl"]:
                 lo, lens = ptr[users], ptr[users + 1] - ptr[users]
                 rows = torch.repeat_interleave(torch.arange(users.numel(), device=device), lens)
                 starts = torch.cumsum(lens, 0) - lens  # row offsets in the gathered list

@@ -380,3 +380,30 @@ def test_wrong_score_shape_raises(rand_case):
 
     with pytest.raises(ValueError, match="shape"):
         FullRankingEvaluator(ks=[5], batch_size=7).evaluate(Transposed(table), None, split, "test")
+
+
+def test_dot_product_fast_path_equals_explicit_score_and_cpu_blocks():
+    """GraphRecommender's default score takes the buffered path; results equal an explicit scorer."""
+    from mmgraph.data.split import RecSplit
+    from mmgraph.evaluation import FullRankingEvaluator
+    from mmgraph.models.base import GraphRecommender
+
+    g = torch.Generator().manual_seed(3)
+    U, I = 30, 25
+    pairs = torch.randperm(U * I, generator=g)[:300]
+    e = torch.stack([pairs // I, pairs % I])
+    split = RecSplit(U, I, e[:, :200], e[:, 200:250], e[:, 250:])
+    ue, ie = torch.randn(U, 8, generator=g), torch.randn(I, 8, generator=g)
+
+    class Dot(GraphRecommender):
+        def forward(self, data):
+            return {"user": ue, "item": ie}
+
+        def loss(self, data, batch):  # pragma: no cover - not used
+            raise NotImplementedError
+
+    ref = FullRankingEvaluator(ks=[5, 20]).evaluate_embeddings(lambda a, b: a @ b.t(), ue, ie, split, "test")
+    for block_mb in (16.0, 1e-4):  # 1e-4 MB -> one user per block
+        ev = FullRankingEvaluator(ks=[5, 20], cpu_block_mb=block_mb)
+        got = ev.evaluate(Dot(U, I), None, split, "test")
+        assert got == pytest.approx(ref, abs=1e-12)
