@@ -27,6 +27,7 @@ def _setup(cfg_tiny, name):
     model = instantiate(cfg.model, **_model_kwargs(cfg, data), _convert_="all")
     data = build_graph(data, model.graph_spec, cache_dir=cfg.cache_dir)
     check_requirements(model, data)
+    model.init_from_data(data)
     batch = UniformNegativeSampler(split, torch.Generator().manual_seed(0)).epoch()
     batch = type(batch)(*(t[:64] for t in batch))
     return model, data, split, batch
@@ -94,7 +95,7 @@ def test_steps_lower_the_loss(cfg_tiny, name):
     for _ in range(20):
         opt.zero_grad()
         loss = model.loss(model.train_graph(data, 0), batch)["loss"]
-        first = first if first is not None else float(loss)
+        first = first if first is not None else float(loss.detach())
         loss.backward()
         opt.step()
-    assert float(loss) < first
+    assert float(loss.detach()) < first
