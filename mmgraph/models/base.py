@@ -45,6 +45,14 @@ class GraphRecommender(torch.nn.Module, abc.ABC):
     def reset_parameters(self) -> None:
         """Re-initialise all parameters."""
 
+    def init_from_data(self, data: HeteroData) -> None:
+        """Initialise parameters whose initial values are data (e.g. trainable raw features).
+
+        Called once by the pipeline after :func:`~mmgraph.graph.build_graph` and before the
+        optimiser is built; the parameters themselves exist from ``__init__`` on. A no-op by
+        default.
+        """
+
     @abc.abstractmethod
     def forward(self, data: HeteroData) -> dict[NodeType, Tensor]:
         """Final embeddings ``{'user': [U, d], 'item': [I, d]}``."""

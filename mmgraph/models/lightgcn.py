@@ -10,7 +10,7 @@ from mmgraph.graph.build import GraphSpec
 from mmgraph.models.base import GraphRecommender, edge_inputs
 from mmgraph.nn.conv import BipartiteLGConv
 from mmgraph.nn.losses import bpr_loss, emb_loss
-from mmgraph.typing import IU, UI, BPRBatch
+from mmgraph.typing import ITEM, IU, UI, USER, BPRBatch
 
 
 class LightGCN(GraphRecommender):
@@ -23,7 +23,8 @@ class LightGCN(GraphRecommender):
         \mathbf{E} = \frac{1}{L+1}\sum_{l=0}^{L} \mathbf{E}^{(l)}
 
     with ``Â = D_u^{-1/2} R D_i^{-1/2}`` on the train interactions (edge types ``UI``
-    and ``IU``, weights from ``GraphSpec(ui_norm='sym')``). Loss:
+    and ``IU``, weights from ``GraphSpec(ui_norm='sym')``; with ``ui_norm='rw_selfloop'``
+    it propagates with ``D^{-1}(A + I)`` instead, see :meth:`propagate`). Loss:
     ``BPR + λ·EmbLoss(E⁰_u[u], E⁰_i[i], E⁰_i[j])`` on the layer-0 embeddings of the
     batch (MMRec parity). Xavier-uniform initialisation.
     MMRec names: ``n_layers`` → ``num_layers``, ``embedding_size`` → ``embedding_dim``.
@@ -54,15 +55,25 @@ class LightGCN(GraphRecommender):
         torch.nn.init.xavier_uniform_(self.item_emb.weight)
 
     def propagate(self, data: HeteroData, x_user: Tensor, x_item: Tensor) -> tuple[Tensor, Tensor]:
-        """Layer-mean LightGCN readout of ``(x_user [U, d], x_item [I, d])`` over ``UI``/``IU``."""
+        """Layer-mean LightGCN readout of ``(x_user [U, d], x_item [I, d])`` over ``UI``/``IU``.
+
+        When the data layer stored self-loop weights (``GraphSpec(ui_norm='rw_selfloop')``:
+        ``data['user'].self_weight``, ``data['item'].self_weight``), each layer also adds
+        ``self_weight · x``, i.e. propagates with ``D^{-1}(A + I)`` (LATTICE's reference code).
+        """
         iu, iu_w = edge_inputs(data, IU)  # item -> user
         ui, ui_w = edge_inputs(data, UI)  # user -> item
+        self_u = data[USER].get("self_weight")  # [U] or None
+        self_i = data[ITEM].get("self_weight")  # [I] or None
         sum_u, sum_i = x_user, x_item
         for _ in range(self.num_layers):
-            x_user, x_item = (
-                self.conv((x_item, None), iu, iu_w, size=(self.num_items, self.num_users)),
-                self.conv((x_user, None), ui, ui_w, size=(self.num_users, self.num_items)),
-            )
+            new_u = self.conv((x_item, None), iu, iu_w, size=(self.num_items, self.num_users))
+            new_i = self.conv((x_user, None), ui, ui_w, size=(self.num_users, self.num_items))
+            if self_u is not None:
+                new_u = new_u + self_u.view(-1, 1) * x_user
+            if self_i is not None:
+                new_i = new_i + self_i.view(-1, 1) * x_item
+            x_user, x_item = new_u, new_i
             sum_u = sum_u + x_user
             sum_i = sum_i + x_item
         scale = 1.0 / (self.num_layers + 1)
