@@ -2,7 +2,14 @@
 
 from mmgraph.graph.build import GraphSpec, build_graph, tensor_digest
 from mmgraph.graph.knn import cointeraction_knn_graph, knn_graph, scatter_mean_features, topk_cosine
-from mmgraph.graph.norm import bipartite_norm, normalize, row_norm, rw_selfloop_norm, sym_norm, to_adj_t
+from mmgraph.graph.norm import (
+    bipartite_norm,
+    normalize,
+    row_norm,
+    rw_selfloop_norm,
+    sym_norm,
+    to_adj_t,
+)
 
 __all__ = [
     "GraphSpec",

@@ -2,6 +2,8 @@
 
 from mmgraph.models.base import GraphRecommender, check_requirements, edge_inputs
 from mmgraph.models.bpr import BPR
+from mmgraph.models.lattice import LATTICE
 from mmgraph.models.lightgcn import LightGCN
+from mmgraph.models.ngcf import NGCF
 
-__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN"]
+__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE"]

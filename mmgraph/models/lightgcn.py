@@ -67,8 +67,11 @@ class LightGCN(GraphRecommender):
         self_i = data[ITEM].get("self_weight")  # [I] or None
         sum_u, sum_i = x_user, x_item
         for _ in range(self.num_layers):
-            new_u = self.conv((x_item, None), iu, iu_w, size=(self.num_items, self.num_users))
-            new_i = self.conv((x_user, None), ui, ui_w, size=(self.num_users, self.num_items))
+            # Each direction's backward multiplies by the other direction's adjacency.
+            new_u = self.conv((x_item, None), iu, iu_w, size=(self.num_items, self.num_users),
+                              adj_rev=ui if iu_w is None else None)
+            new_i = self.conv((x_user, None), ui, ui_w, size=(self.num_users, self.num_items),
+                              adj_rev=iu if ui_w is None else None)
             if self_u is not None:
                 new_u = new_u + self_u.view(-1, 1) * x_user
             if self_i is not None:

@@ -2,5 +2,6 @@
 
 from mmgraph.nn.conv.bipartite_lg_conv import BipartiteLGConv
 from mmgraph.nn.conv.knn_conv import KNNConv
+from mmgraph.nn.conv.ngcf_conv import NGCFConv
 
-__all__ = ["BipartiteLGConv", "KNNConv"]
+__all__ = ["BipartiteLGConv", "KNNConv", "NGCFConv"]

@@ -42,7 +42,7 @@ class KNNConv(BipartiteLGConv):
         """Propagate ``x`` over the graph."""
         if self.norm is not None and not is_sparse(edge_index):
             edge_weight = normalize_weights(edge_index, x.size(0), edge_weight, self.norm)
-        return self.propagate(edge_index, x=(x, x), edge_weight=edge_weight, size=None)
+        return self.propagate(edge_index, x=(x, x), edge_weight=edge_weight, size=None, adj_rev=None)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(normalize={self.norm!r})"

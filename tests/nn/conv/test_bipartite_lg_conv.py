@@ -195,3 +195,27 @@ def test_no_parameters_and_repr():
     assert repr(BipartiteLGConv()) == "BipartiteLGConv(normalize=False)"
     assert repr(BipartiteLGConv(normalize=True)) == "BipartiteLGConv(normalize=True)"
     assert BipartiteLGConv().aggr == "add"
+
+
+def test_adj_rev_fast_backward_equals_plain_sparse_path():
+    """Passing the reverse relation's adj_t changes nothing but the backward's speed."""
+    from mmgraph.graph import bipartite_norm, to_adj_t
+    from mmgraph.nn.conv import BipartiteLGConv
+
+    g = torch.Generator().manual_seed(0)
+    U, I, E = 9, 7, 30
+    key = torch.randperm(U * I, generator=g)[:E]
+    ei = torch.stack([key // I, key % I])  # user -> item
+    w = bipartite_norm(ei, U, I)
+    adj_ui = to_adj_t(ei, w, U, I)  # [I, U]
+    adj_iu = to_adj_t(ei.flip(0), w, I, U)  # [U, I], the transpose
+    conv = BipartiteLGConv()
+    x1 = torch.randn(I, 5, generator=g, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    gout = torch.randn(U, 5, generator=g)
+    out1 = conv((x1, None), adj_iu, size=(I, U))
+    out2 = conv((x2, None), adj_iu, size=(I, U), adj_rev=adj_ui)
+    torch.testing.assert_close(out1, out2)
+    (out1 * gout).sum().backward()
+    (out2 * gout).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
