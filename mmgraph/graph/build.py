@@ -57,6 +57,8 @@ class GraphSpec:
         user_knn_source: ``'interactions'`` (co-interaction counts, DualGNN) or a
             modality name (cosine of the mean features of the user's train items).
         user_knn_weighted: keep counts/cosines (``True``) or binary weights.
+        user_knn_loop: the user itself is a candidate neighbour (modality sources only;
+            the co-interaction graph always excludes it). (default: ``False``)
         user_knn_norm: normalisation of ``UU``.
         block_size: rows per kNN block (memory knob; not part of the cache key).
     """
@@ -72,6 +74,7 @@ class GraphSpec:
     user_knn_source: str = "interactions"
     user_knn_weighted: bool = True
     user_knn_norm: str = "sym"
+    user_knn_loop: bool = False
     block_size: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -215,9 +218,11 @@ def build_graph(data: HeteroData, spec: GraphSpec | None, cache_dir: str | Path 
             x = data[ITEM][f"x_{src}"]
             key = {"train": tensor_digest(ei), "x": tensor_digest(x), "U": U,
                    **spec.key("user_knn_k", "user_knn_weighted")}
+            if spec.user_knn_loop:  # only then: keys of the existing loop-free graphs are unchanged
+                key["loop"] = True
             e, ew = _cached(
                 cache, f"user_knn_{src}", key,
-                lambda: knn_graph(scatter_mean_features(ei, x, U), int(spec.user_knn_k), loop=False,
+                lambda: knn_graph(scatter_mean_features(ei, x, U), int(spec.user_knn_k), loop=spec.user_knn_loop,
                                   weighted=spec.user_knn_weighted, batch_size=spec.block_size),
             )
         _set(out, UU, e, normalize(e, U, ew, spec.user_knn_norm), U, U)

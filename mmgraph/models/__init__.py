@@ -2,8 +2,12 @@
 
 from mmgraph.models.base import GraphRecommender, check_requirements, edge_inputs
 from mmgraph.models.bpr import BPR
+from mmgraph.models.crane import CRANE
+from mmgraph.models.freedom import FREEDOM
 from mmgraph.models.lattice import LATTICE
 from mmgraph.models.lightgcn import LightGCN
+from mmgraph.models.lirdrec import LIRDRec
 from mmgraph.models.ngcf import NGCF
+from mmgraph.models.ulf import ULF
 
-__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE"]
+__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec"]

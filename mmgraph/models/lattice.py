@@ -15,7 +15,7 @@ from mmgraph.models.bpr import BPR
 from mmgraph.models.lightgcn import LightGCN
 from mmgraph.models.ngcf import NGCF
 from mmgraph.nn.conv import KNNConv
-from mmgraph.nn.latent_graph import NORM_ORDERS, REFRESH, EpochGraphCache, LatentGraph
+from mmgraph.nn.latent_graph import REFRESH, EpochGraphCache, LatentGraph
 from mmgraph.nn.losses import bpr_loss, l2_reg
 from mmgraph.typing import ITEM, IU, UI, BPRBatch, item_knn_type
 
@@ -122,7 +122,7 @@ class LATTICE(GraphRecommender):
         super().__init__(num_users, num_items, embedding_dim=embedding_dim, graph=graph)
         for name, value, allowed in (("backbone", backbone, BACKBONES), ("variant", variant, VARIANTS),
                                      ("graph_refresh", graph_refresh, REFRESH),
-                                     ("norm_order", norm_order, NORM_ORDERS)):
+                                     ("norm_order", norm_order, ("code", "paper"))):  # "ulf" wants un-normalised O_m
             if value not in allowed:
                 raise ValueError(f"LATTICE {name} must be one of {allowed}, got {value!r}")
         if variant in ("feats_cf", "cf_feats") and feat_embed_dim != embedding_dim:

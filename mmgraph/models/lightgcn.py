@@ -57,30 +57,9 @@ class LightGCN(GraphRecommender):
     def propagate(self, data: HeteroData, x_user: Tensor, x_item: Tensor) -> tuple[Tensor, Tensor]:
         """Layer-mean LightGCN readout of ``(x_user [U, d], x_item [I, d])`` over ``UI``/``IU``.
 
-        When the data layer stored self-loop weights (``GraphSpec(ui_norm='rw_selfloop')``:
-        ``data['user'].self_weight``, ``data['item'].self_weight``), each layer also adds
-        ``self_weight · x``, i.e. propagates with ``D^{-1}(A + I)`` (LATTICE's reference code).
+        See :func:`lightgcn_propagate` (which other models call for other readouts).
         """
-        iu, iu_w = edge_inputs(data, IU)  # item -> user
-        ui, ui_w = edge_inputs(data, UI)  # user -> item
-        self_u = data[USER].get("self_weight")  # [U] or None
-        self_i = data[ITEM].get("self_weight")  # [I] or None
-        sum_u, sum_i = x_user, x_item
-        for _ in range(self.num_layers):
-            # Each direction's backward multiplies by the other direction's adjacency.
-            new_u = self.conv((x_item, None), iu, iu_w, size=(self.num_items, self.num_users),
-                              adj_rev=ui if iu_w is None else None)
-            new_i = self.conv((x_user, None), ui, ui_w, size=(self.num_users, self.num_items),
-                              adj_rev=iu if ui_w is None else None)
-            if self_u is not None:
-                new_u = new_u + self_u.view(-1, 1) * x_user
-            if self_i is not None:
-                new_i = new_i + self_i.view(-1, 1) * x_item
-            x_user, x_item = new_u, new_i
-            sum_u = sum_u + x_user
-            sum_i = sum_i + x_item
-        scale = 1.0 / (self.num_layers + 1)
-        return sum_u * scale, sum_i * scale
+        return lightgcn_propagate(self.conv, data, x_user, x_item, self.num_layers)
 
     def forward(self, data: HeteroData) -> dict[str, Tensor]:
         u, i = self.propagate(data, self.user_emb.weight, self.item_emb.weight)
@@ -97,3 +76,39 @@ class LightGCN(GraphRecommender):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", num_layers={self.num_layers}"
+
+
+def lightgcn_propagate(conv: BipartiteLGConv, data: HeteroData, x_user: Tensor, x_item: Tensor,
+                       num_layers: int, *, readout: str = "mean") -> tuple[Tensor, Tensor]:
+    """LightGCN propagation of ``(x_user [U, d], x_item [I, d])`` over ``UI``/``IU``, layers 0..L read out.
+
+    ``readout='mean'`` (LightGCN, MMRec) averages the layers, ``'sum'`` adds them (LIRDRec).
+    When the data layer stored self-loop weights (``GraphSpec(ui_norm='rw_selfloop')``:
+    ``data['user'].self_weight``, ``data['item'].self_weight``), each layer also adds
+    ``self_weight · x``, i.e. propagates with ``D^{-1}(A + I)`` (LATTICE's reference code).
+    """
+    if readout not in ("mean", "sum"):
+        raise ValueError(f"readout must be 'mean' or 'sum', got {readout!r}")
+    num_users, num_items = x_user.size(0), x_item.size(0)
+    iu, iu_w = edge_inputs(data, IU)  # item -> user
+    ui, ui_w = edge_inputs(data, UI)  # user -> item
+    self_u = data[USER].get("self_weight")  # [U] or None
+    self_i = data[ITEM].get("self_weight")  # [I] or None
+    sum_u, sum_i = x_user, x_item
+    for _ in range(num_layers):
+        # Each direction's backward multiplies by the other direction's adjacency.
+        new_u = conv((x_item, None), iu, iu_w, size=(num_items, num_users),
+                     adj_rev=ui if iu_w is None else None)
+        new_i = conv((x_user, None), ui, ui_w, size=(num_users, num_items),
+                     adj_rev=iu if ui_w is None else None)
+        if self_u is not None:
+            new_u = new_u + self_u.view(-1, 1) * x_user
+        if self_i is not None:
+            new_i = new_i + self_i.view(-1, 1) * x_item
+        x_user, x_item = new_u, new_i
+        sum_u = sum_u + x_user
+        sum_i = sum_i + x_item
+    if readout == "sum":
+        return sum_u, sum_i
+    scale = 1.0 / (num_layers + 1)
+    return sum_u * scale, sum_i * scale

@@ -28,7 +28,7 @@ from mmgraph.graph.norm import sym_norm, to_adj_t
 #: A graph as ``(edge_index [2, E], edge_weight [E])`` or as ``(adj_t, None)``.
 Graph = tuple[Tensor, Tensor | None]
 
-NORM_ORDERS = ("code", "paper")
+NORM_ORDERS = ("code", "paper", "ulf")
 REFRESH = ("epoch", "batch", "never")
 
 
@@ -59,7 +59,14 @@ class LatentGraph(torch.nn.Module):
         \end{cases}
 
     ``'code'`` is the authors' implementation (it produced the paper's numbers);
-    ``'paper'`` is eqs. (3)–(6) of the paper. :math:`\alpha` receives gradient through
+    ``'paper'`` is eqs. (3)–(6) of the paper. ``'ulf'`` is the order of ULF's eqs. (7)–(10)
+    (Raj & Saha, 2025): the skip connection first, on the *un-normalised* initial graphs
+    :math:`S_m` (pass them so), then one normalisation per modality, then the fusion:
+
+    .. math::
+        A = \sum_m \alpha_m\, \mathcal{N}\big(\lambda S_m + (1 - \lambda) \hat{S}^m\big)
+
+    (a row may have up to :math:`2k` neighbours: the two edge sets are concatenated). :math:`\alpha` receives gradient through
     both :math:`L` and the initial part; :math:`\mathbf{W}_m, \mathbf{b}_m` (and the
     input features, if they are parameters) through the kept cosine values and the
     degrees of :math:`L`, never through which neighbours were selected.
@@ -74,11 +81,15 @@ class LatentGraph(torch.nn.Module):
         out_dim: transformed feature size :math:`d'`. (default: ``64``)
         k: neighbours per node in the learned graph. (default: ``10``)
         lambda_coeff: weight :math:`\lambda` of the initial graphs. (default: ``0.9``)
-        norm_order: ``'code'`` or ``'paper'`` (see above). (default: ``'code'``)
+        norm_order: ``'code'``, ``'paper'`` or ``'ulf'`` (see above). (default: ``'code'``)
         clamp_negative: set negative kept cosines to 0 (the paper's wording; the reference
             code does not, and with the node itself among its neighbours it rarely
             matters). (default: ``False``)
         block_size: rows per block of the kNN search (default: about 32M similarities per block).
+
+    A ``node_mask`` (``[N]`` bool) passed to :meth:`forward` zeroes the transformed features
+    of the masked-out nodes before the kNN (e.g. ULF's users without training items, whose
+    transformed feature would otherwise be the bias): their learned edges get weight 0.
 
     Shapes:
         - **input:** ``features`` ``{m: (N, d_m)}`` (or ``None``); ``initial``
@@ -145,17 +156,18 @@ class LatentGraph(torch.nn.Module):
         target = torch.arange(n, device=z.device).repeat_interleave(self.k)  # [N·k]
         return torch.stack([idx.reshape(-1), target]), vals.reshape(-1)
 
-    def learned(self, features: dict[str, Tensor], alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def learned(self, features: dict[str, Tensor], alpha: Tensor | None = None,
+                node_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The normalised fused learned graph ``L`` as ``(edge_index, edge_weight)``."""
         alpha = self.alpha() if alpha is None else alpha
-        z = self.transform(features)
+        z = self._masked_transform(features, node_mask)
         n = next(iter(z.values())).size(0)
         eis, ws = [], []
         for a, m in zip(alpha, self.modalities, strict=True):
             ei, v = self.knn(z[m])
             if self.norm_order == "code":  # fuse the raw kNN values, normalise once below
                 ws.append(a * v)
-            else:  # normalise each modality's graph, then fuse
+            else:  # normalise each modality's graph, then fuse ('paper'; 'ulf' without initial graphs)
                 ws.append(a * sym_norm(ei, n, v))
             eis.append(ei)
         edge_index, w = torch.cat(eis, dim=1), torch.cat(ws)  # [2, M·N·k], [M·N·k]
@@ -163,29 +175,67 @@ class LatentGraph(torch.nn.Module):
             w = sym_norm(edge_index, n, w)  # degrees = row sums of Σ_m α_m Ŝ^m
         return edge_index, w
 
+    def _masked_transform(self, features: dict[str, Tensor], node_mask: Tensor | None) -> dict[str, Tensor]:
+        z = self.transform(features)
+        if node_mask is None:
+            return z
+        keep = node_mask.to(next(iter(z.values())).dtype).unsqueeze(1)  # [N, 1]
+        return {m: v * keep for m, v in z.items()}
+
+    def _ulf(self, features: dict[str, Tensor] | None, initial: dict[str, tuple[Tensor, Tensor]] | None,
+             alpha: Tensor, node_mask: Tensor | None, num_nodes: int | None) -> tuple[Tensor, Tensor]:
+        """``Σ_m α_m N(λ S_m + (1 − λ) Ŝ^m)`` (either part may be absent, then weight 1)."""
+        z = self._masked_transform(features, node_mask) if features is not None else None
+        lam = self.lambda_coeff if (features is not None and initial is not None) else None
+        eis, ws = [], []
+        for a, m in zip(alpha, self.modalities, strict=True):
+            parts_e, parts_w = [], []
+            if z is not None:
+                ei, v = self.knn(z[m])
+                parts_e.append(ei)
+                parts_w.append(v if lam is None else (1.0 - lam) * v)
+            if initial is not None:
+                ei, w = initial[m]
+                parts_e.append(ei)
+                parts_w.append(w if lam is None else lam * w)
+            ei, w = torch.cat(parts_e, dim=1), torch.cat(parts_w)  # [2, E_m], [E_m]
+            n = z[m].size(0) if z is not None else int(num_nodes)  # type: ignore[arg-type]
+            eis.append(ei)
+            ws.append(a * sym_norm(ei, n, w))  # degrees = row sums of λ S_m + (1 − λ) Ŝ^m
+        return torch.cat(eis, dim=1), torch.cat(ws)
+
     def forward(self, features: dict[str, Tensor] | None,
-                initial: dict[str, tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
+                initial: dict[str, tuple[Tensor, Tensor]] | None = None,
+                node_mask: Tensor | None = None, num_nodes: int | None = None) -> tuple[Tensor, Tensor]:
         r"""The item graph :math:`A`.
 
         Args:
             features: input features per modality; ``None`` skips the learned part
-                (then :math:`A = \sum_m \alpha_m O_m`).
-            initial: normalised initial graph ``(edge_index, edge_weight)`` per modality;
-                ``None`` skips it (then :math:`A = L`).
+                (then :math:`A = \sum_m \alpha_m O_m`; with ``'ulf'``,
+                :math:`\sum_m \alpha_m \mathcal{N}(S_m)`).
+            initial: initial graph ``(edge_index, edge_weight)`` per modality, normalised
+                (``'code'``, ``'paper'``) or not (``'ulf'``); ``None`` skips it (then :math:`A = L`).
+            node_mask: ``[N]`` bool, nodes whose learned edges are kept (default: all).
+            num_nodes: ``N``, needed only for ``'ulf'`` without ``features``.
         """
         if features is None and initial is None:
             raise ValueError("LatentGraph needs features, initial graphs, or both")
         alpha = self.alpha()
-        eis, ws = [], []
-        lam = self.lambda_coeff if (features is not None and initial is not None) else None
-        if features is not None:
-            ei, w = self.learned(features, alpha)
-            eis.append(ei)
-            ws.append(w if lam is None else (1.0 - lam) * w)
         if initial is not None:
             missing = [m for m in self.modalities if m not in initial]
             if missing:
                 raise KeyError(f"LatentGraph: initial graphs of modalities {missing} are missing")
+        if self.norm_order == "ulf":
+            if features is None and num_nodes is None:
+                raise ValueError("LatentGraph(norm_order='ulf') needs num_nodes when features is None")
+            return self._ulf(features, initial, alpha, node_mask, num_nodes)
+        eis, ws = [], []
+        lam = self.lambda_coeff if (features is not None and initial is not None) else None
+        if features is not None:
+            ei, w = self.learned(features, alpha, node_mask)
+            eis.append(ei)
+            ws.append(w if lam is None else (1.0 - lam) * w)
+        if initial is not None:
             for a, m in zip(alpha, self.modalities, strict=True):
                 ei, w = initial[m]
                 eis.append(ei)

@@ -21,3 +21,18 @@ def l2_reg(*embeddings: Tensor) -> Tensor:
     r"""Squared L2 term :math:`\tfrac12 \sum_t \lVert t \rVert_F^2 / B` (MMRec's ``L2Loss``-style models)."""
     total = sum(e.pow(2).sum() for e in embeddings)
     return 0.5 * total / embeddings[-1].shape[0]  # type: ignore[operator]
+
+
+def info_nce(anchor: Tensor, positive: Tensor, temperature: float) -> Tensor:
+    r"""In-batch InfoNCE with cosine similarity, one direction (anchor → positive).
+
+    .. math::
+        -\frac{1}{B} \sum_{b} \log \frac{\exp(\cos(a_b, p_b)/\tau)}{\sum_{c} \exp(\cos(a_b, p_c)/\tau)}
+
+    Row ``b`` of ``positive`` is the positive of row ``b`` of ``anchor``; the other rows are
+    its negatives. Inputs ``[B, d]``; returns a scalar.
+    """
+    a = torch.nn.functional.normalize(anchor, dim=1)
+    p = torch.nn.functional.normalize(positive, dim=1)
+    logits = a @ p.t() / temperature  # [B, B]
+    return torch.nn.functional.cross_entropy(logits, torch.arange(a.size(0), device=a.device))

@@ -1,7 +1,8 @@
 """Message-passing layers, one per file."""
 
+from mmgraph.nn.conv.bipartite_gcn_conv import BipartiteGCNConv
 from mmgraph.nn.conv.bipartite_lg_conv import BipartiteLGConv
 from mmgraph.nn.conv.knn_conv import KNNConv
 from mmgraph.nn.conv.ngcf_conv import NGCFConv
 
-__all__ = ["BipartiteLGConv", "KNNConv", "NGCFConv"]
+__all__ = ["BipartiteLGConv", "BipartiteGCNConv", "KNNConv", "NGCFConv"]
