@@ -9,5 +9,6 @@ from mmgraph.models.lightgcn import LightGCN
 from mmgraph.models.lirdrec import LIRDRec
 from mmgraph.models.ngcf import NGCF
 from mmgraph.models.ulf import ULF
+from mmgraph.models.vbpr import VBPR
 
-__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec"]
+__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR"]
