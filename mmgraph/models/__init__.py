@@ -1,6 +1,7 @@
 """Recommender models. Each file holds one model; configs point at it with ``_target_``."""
 
 from mmgraph.models.base import GraphRecommender, check_requirements, edge_inputs
+from mmgraph.models.bm3 import BM3
 from mmgraph.models.bpr import BPR
 from mmgraph.models.crane import CRANE
 from mmgraph.models.freedom import FREEDOM
@@ -11,4 +12,4 @@ from mmgraph.models.ngcf import NGCF
 from mmgraph.models.ulf import ULF
 from mmgraph.models.vbpr import VBPR
 
-__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR"]
+__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR", "BM3"]
