@@ -6,10 +6,11 @@ from mmgraph.models.bpr import BPR
 from mmgraph.models.crane import CRANE
 from mmgraph.models.freedom import FREEDOM
 from mmgraph.models.lattice import LATTICE
+from mmgraph.models.lgmrec import LGMRec
 from mmgraph.models.lightgcn import LightGCN
 from mmgraph.models.lirdrec import LIRDRec
 from mmgraph.models.ngcf import NGCF
 from mmgraph.models.ulf import ULF
 from mmgraph.models.vbpr import VBPR
 
-__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR", "BM3"]
+__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR", "BM3", "LGMRec"]

@@ -4,5 +4,6 @@ from mmgraph.nn.conv.bipartite_gcn_conv import BipartiteGCNConv
 from mmgraph.nn.conv.bipartite_lg_conv import BipartiteLGConv
 from mmgraph.nn.conv.knn_conv import KNNConv
 from mmgraph.nn.conv.ngcf_conv import NGCFConv
+from mmgraph.nn.conv.soft_hypergraph_conv import SoftHypergraphConv
 
-__all__ = ["BipartiteLGConv", "BipartiteGCNConv", "KNNConv", "NGCFConv"]
+__all__ = ["BipartiteLGConv", "BipartiteGCNConv", "KNNConv", "NGCFConv", "SoftHypergraphConv"]
