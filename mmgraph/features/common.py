@@ -68,38 +68,45 @@ class Table:
         path: the file.
         sep: delimiter (default: from the extension, see :func:`sniff_delimiter`).
         what: what the file is, for messages (``'interaction file'``, ``'text table'``...).
+        header: column names of a file without a header line (default: read the first line).
+        error: the exception class raised (default: :class:`FeatureError`).
     """
 
-    def __init__(self, path: str | Path, sep: str | None = None, what: str = "table") -> None:
+    def __init__(self, path: str | Path, sep: str | None = None, what: str = "table",
+                 header: Sequence[str] | None = None, error: type[DatasetError] | None = None) -> None:
         self.path = Path(path)
         self.what = what
+        self.error = error or FeatureError
         if not self.path.is_file():
-            raise FeatureError(f"{self.path}: {what} not found")
+            raise self.error(f"{self.path}: {what} not found")
         self.sep = sniff_delimiter(self.path, sep)
-        with self.path.open(newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f, delimiter=self.sep), None)
-        if not header or not any(h.strip() for h in header):
-            raise FeatureError(f"{self.path}:1: {what} is empty; expected a header line naming the columns")
+        self.has_header = header is None
+        if header is None:
+            with self.path.open(newline="", encoding="utf-8-sig") as f:
+                header = next(csv.reader(f, delimiter=self.sep), None)
+            if not header or not any(h.strip() for h in header):
+                raise self.error(f"{self.path}:1: {what} is empty; expected a header line naming the columns")
         self.header = [h.strip() for h in header]
         dup = sorted({h for h in self.header if self.header.count(h) > 1})
         if dup:
-            raise FeatureError(f"{self.path}:1: duplicate column name(s) {dup} in the header {self.header}")
+            where = "the header" if self.has_header else "the given column names"
+            raise self.error(f"{self.path}:1: duplicate column name(s) {dup} in {where} {self.header}")
 
     def column(self, name: str | int | None, role: str, default: int | None = None) -> int:
         """Index of column ``name`` (a header name, or an int position); a clear error when absent."""
         if name is None:
             if default is None:
-                raise FeatureError(f"{self.path}: no {role} column given")
+                raise self.error(f"{self.path}: no {role} column given")
             return default
         if isinstance(name, int) or (isinstance(name, str) and name.isdigit() and name not in self.header):
             idx = int(name)
             if not 0 <= idx < len(self.header):
-                raise FeatureError(f"{self.path}:1: {role} column #{idx} out of range; the header has "
-                                   f"{len(self.header)} columns {self.header}")
+                raise self.error(f"{self.path}:1: {role} column #{idx} out of range; the header has "
+                                 f"{len(self.header)} columns {self.header}")
             return idx
         if name not in self.header:
             sep = "tab" if self.sep == "\t" else repr(self.sep)
-            raise FeatureError(
+            raise self.error(
                 f"{self.path}:1: missing {role} column {name!r}; found columns {self.header} "
                 f"(delimiter {sep}; set the column name or the delimiter to match the file)"
             )
@@ -110,15 +117,16 @@ class Table:
         fields is an error."""
         with self.path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=self.sep)
-            next(reader, None)
+            if self.has_header:
+                next(reader, None)
             n = len(self.header)
             for fields in reader:
                 line = reader.line_num
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     continue
                 if len(fields) != n:
-                    raise FeatureError(
-                        f"{self.path}:{line}: expected {n} fields (as in the header {self.header}), "
+                    raise self.error(
+                        f"{self.path}:{line}: expected {n} fields (as in the columns {self.header}), "
                         f"found {len(fields)}: {self.sep.join(fields)[:80]!r}"
                     )
                 yield line, fields

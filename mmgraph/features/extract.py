@@ -95,7 +95,7 @@ def extract_features(
     if texts is not None:
         unknown = len(set(texts) - set(keys))
         if unknown:
-            log.info("%s: %d rows belong to no listed item (ignored)", text_table, unknown)
+            log.info("%s: %d row(s) belong to no listed item (ignored)", text_table, unknown)
         feats, mask = text_features(keys, texts, text_model, batch_size=text_batch_size, device=device,
                                     normalize=normalize, fill=fill, progress=progress)
         paths = save_modality(out_dir, text_modality, feats, mask, info={
