@@ -112,3 +112,119 @@ def test_cli_no_plots_without_matplotlib_and_clear_error_with_plots(summarize, t
 def test_empty_folder_is_an_error(summarize, tmp_path, capsys):
     assert summarize.main([str(tmp_path)]) == 1
     assert "no metrics.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# results pages (--page)
+
+
+def page_run(folder: Path, *, model="LightGCN", dataset="lfm2k", split="label", curve=(0.1, 0.2, 0.3, 0.25),
+             timing=None, overrides=("model=lightgcn", "dataset=lfm2k", "trainer.progress=false"),
+             device="cpu") -> dict:
+    """A finished run with a per-epoch validation history (as mmgraph.training.run writes it)."""
+    folder.mkdir(parents=True)
+    history = [{"epoch": e + 1, "loss": 0.5, "valid": {"recall@10": v / 2, "recall@20": v, "ndcg@10": v / 4,
+                                                       "ndcg@20": v / 3}, "train_s": 1.0, "eval_s": 0.5}
+               for e, v in enumerate(curve)]
+    best = max(history, key=lambda h: h["valid"]["recall@20"])
+    metrics = {
+        "model": model, "dataset": dataset, "seed": 999, "monitor": "recall@20", "best_epoch": best["epoch"],
+        "epochs_run": len(curve), "stopped_early": True, "valid": best["valid"],
+        "test": {k: v * 0.9 for k, v in best["valid"].items()}, "history": history,
+        "timing": timing or {"sample_s": 0.1, "train_epoch_s": 1.0, "eval_s": 0.5, "test_s": 0.2, "total_s": 90.0},
+        "peak_rss_mb": 400.0, "num_parameters": 1234, "device": device,
+        "dataset_summary": {"num_users": 10, "num_items": 8, "rows": {"train": 50, "valid": 5, "test": 6},
+                            "modalities": {"text": 384}},
+        "config": {"seed": 999, "dataset": {"name": dataset, "split": split, "modalities": ["text"]},
+                   "model": {"_target_": f"mmgraph.models.x.{model}", "embedding_dim": 64, "dropout": None},
+                   "trainer": {"max_epochs": 1000, "patience": 20, "train_batch_size": 2048,
+                               "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001}}},
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return metrics
+
+
+def test_results_page_tables_curves_and_command(summarize, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    page_run(runs / "lgn", curve=(0.1, 0.3, 0.2))
+    page_run(runs / "sweep" / "0_freedom", model="FREEDOM", curve=(0.2, 0.35, 0.4, 0.38),
+             overrides=("experiment=ref_freedom", "dataset=lfm2k", "trainer.device=cpu"))
+    page_run(runs / "cold_bpr", model="BPR", split="cold", curve=(0.05, 0.01))
+    page_run(runs / "ep1_probe", model="ULF", curve=(0.9,))                  # excluded by --exclude
+    page_run(runs / "tiktok_lgn", dataset="tiktok", curve=(0.5,))             # another dataset: not on the page
+    (runs / "unfinished").mkdir()
+    out = tmp_path / "docs"
+    argv = ["--page", "lfm2k", str(runs / "lgn"), str(runs), "--exclude", "ep1_*", "--out", str(out)]
+    assert summarize.main(argv) == 0
+    assert "3 runs on lfm2k" in capsys.readouterr().err
+    page = (out / "lfm2k.md").read_text()
+    lines = page.splitlines()
+    assert lines[0] == "# Results on lfm2k"
+    assert f"python experiments/summarize.py --page lfm2k {runs / 'lgn'} {runs} --exclude 'ep1_*' --out {out}" in page
+    assert "10 users, 8 items, 61 interactions (train 50 / valid 5 / test 6); modalities: text 384-d" in page
+    label = page.index("## Standard split"), page.index("## Item cold start (split=cold)")
+    table = [ln for ln in page[label[0]:label[1]].splitlines() if ln.startswith("| ")]
+    assert table[0].startswith("| run | model | settings | valid R@10 | valid R@20 | valid N@10 | valid N@20 | "
+                               "test R@10 | test R@20 | test N@10 | test N@20 | best epoch | epochs | s/epoch | device |")
+    # sorted by valid recall@20; the run given directly is named by its folder, the others by their path
+    assert table[1].startswith("| sweep/0_freedom | FREEDOM | `experiment=ref_freedom dataset=lfm2k` | **0.2000** | **0.4000** |")
+    assert table[2].startswith("| lgn | LightGCN | `model=lightgcn dataset=lfm2k` | 0.1500 | 0.3000 | 0.0750 | 0.1000 | "
+                               "0.1350 | 0.2700 |")
+    # best epoch, epochs run, seconds per epoch = train 1.0 + sampling 0.1 + validation 0.5 (every epoch)
+    assert table[1].endswith("| 3 | 4 | 1.60 | cpu |") and table[2].endswith("| 2 | 3 | 1.60 | cpu |")
+    cold = [ln for ln in page[label[1]:].splitlines() if ln.startswith("| cold_bpr")]
+    assert len(cold) == 1 and "| 1 | 2 |" in cold[0]
+    assert "ep1_probe" not in page and "tiktok_lgn" not in page and "trainer.progress" not in page
+    assert "![valid recall@20 per epoch](lfm2k_curves.png)" in page
+    assert "- **lgn** (LightGCN); model: embedding_dim=64, dropout=null; trainer: lr=0.001, batch=2048, " \
+           "max_epochs=1000, patience=20; data: split=label, modalities=[\"text\"]; seed 999; 1,234 parameters; " \
+           "total 1.5 min; peak RSS 400 MB" in page
+    assert (out / "lfm2k_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curves_one_panel_per_split_one_line_per_run(summarize, tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    page_run(tmp_path / "a", curve=(0.1, 0.3, 0.2))
+    page_run(tmp_path / "b", model="FREEDOM", curve=(0.2, 0.25))
+    page_run(tmp_path / "c", model="BPR", split="cold", curve=(0.05,))
+    runs = summarize.collect_runs([tmp_path])
+    captured = {}
+    monkeypatch.setattr(plt, "close", lambda fig: captured.setdefault("fig", fig))
+    summarize.plot_curves(runs, "recall@20", tmp_path / "curves.png", title="lfm2k")
+    axes = captured["fig"].axes
+    assert [ax.get_title() for ax in axes] == ["lfm2k (split=label)", "lfm2k (split=cold)"]
+    curves = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in axes[0].get_lines()
+              if not ln.get_label().startswith("_")}  # the best-epoch markers have no legend label
+    assert curves == {"LightGCN (a)": ([1, 2, 3], [0.1, 0.3, 0.2]), "FREEDOM (b)": ([1, 2], [0.2, 0.25])}
+    best_markers = [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in axes[0].get_lines() if ln.get_marker() == "o"]
+    assert sorted(best_markers) == [([2], [0.25]), ([2], [0.3])]
+
+
+def test_seconds_per_epoch_amortises_validation(summarize):
+    m = {"epochs_run": 10, "history": [{}] * 5, "timing": {"train_epoch_s": 2.0, "sample_s": 0.5, "eval_s": 1.0}}
+    assert summarize.seconds_per_epoch(m) == pytest.approx(3.0)  # eval every 2nd epoch
+    assert summarize.seconds_per_epoch({"timing": {}}) is None
+
+
+def test_page_errors(summarize, tmp_path, capsys):
+    page_run(tmp_path / "runs" / "a", dataset="tiktok")
+    assert summarize.main(["--page", "lfm2k", str(tmp_path / "runs"), "--out", str(tmp_path / "o")]) == 1
+    assert "no finished run (metrics.json) on dataset 'lfm2k'" in capsys.readouterr().err
+    assert summarize.main([str(tmp_path / "runs"), str(tmp_path)]) == 1
+    assert "several folders only with --page" in capsys.readouterr().err
+    assert summarize.main(["--page", "tiktok", str(tmp_path / "nope")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_page_without_matplotlib(summarize, tmp_path, monkeypatch):
+    page_run(tmp_path / "runs" / "a")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert summarize.main(["--page", "lfm2k", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--no-plots"]) == 0
+    page = (tmp_path / "o" / "lfm2k.md").read_text()
+    assert "## Training curves" not in page and not list((tmp_path / "o").glob("*.png"))
