@@ -7,6 +7,7 @@ from mmgraph.graph.norm import (
     normalize,
     row_norm,
     rw_selfloop_norm,
+    softmax_norm,
     sym_norm,
     to_adj_t,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "sym_norm",
     "row_norm",
     "rw_selfloop_norm",
+    "softmax_norm",
     "normalize",
     "to_adj_t",
 ]

@@ -32,7 +32,7 @@ from mmgraph.utils.io import atomic_save
 
 log = logging.getLogger(__name__)
 
-_NORMS = ("sym", "row", "none")
+_NORMS = ("sym", "row", "softmax", "none")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class GraphSpec:
         item_knn_k: neighbours of the item–item kNN graphs; ``None`` builds none.
         item_knn_loop: the item itself is a candidate neighbour (MMRec parity). (default: ``True``)
         item_knn_weighted: keep cosine values (``True``) or binary weights. (default: ``False``)
-        item_knn_norm: ``'sym'``, ``'row'`` or ``'none'`` per modality graph. (default: ``'sym'``)
+        item_knn_norm: ``'sym'``, ``'row'``, ``'softmax'`` or ``'none'`` per modality graph
+            (:func:`~mmgraph.graph.normalize`). (default: ``'sym'``)
         modality_weights: weights of the fused graph ``II = Σ_m w_m S_m``; ``None``
             gives equal weights over the dataset's modalities. Modalities with weight
             0 are skipped.
@@ -59,7 +60,9 @@ class GraphSpec:
         user_knn_weighted: keep counts/cosines (``True``) or binary weights.
         user_knn_loop: the user itself is a candidate neighbour (modality sources only;
             the co-interaction graph always excludes it). (default: ``False``)
-        user_knn_norm: normalisation of ``UU``.
+        user_knn_norm: normalisation of ``UU``: ``'sym'``, ``'row'``, ``'softmax'`` (of each
+            user's positive neighbour weights: DualGNN's softmax of co-interaction counts) or
+            ``'none'``. (default: ``'sym'``)
         block_size: rows per kNN block (memory knob; not part of the cache key).
     """
 

@@ -9,7 +9,9 @@ target ``i``) and return the normalised weights ``[E]``. The dense equivalents:
 * :func:`bipartite_norm`: LightGCN's ``D_u^{-1/2} R D_i^{-1/2}`` for a bipartite
   relation, degrees counted on each side;
 * :func:`rw_selfloop_norm`: one direction of ``D^{-1}(A + I)`` on the user–item
-  graph (LATTICE's/NGCF's reference code), self-loop weights returned apart.
+  graph (LATTICE's/NGCF's reference code), self-loop weights returned apart;
+* :func:`softmax_norm`: ``softmax`` of each target's positive incoming weights
+  (DualGNN's and DRAGON's user–user graph: softmax of co-interaction counts).
 
 Nodes with zero degree get weight 0 on their (non-existent) edges: no ``inf`` and
 no epsilon (MMRec's ``+1e-7`` changes weights by a relative ``~1e-7`` only).
@@ -78,15 +80,38 @@ def rw_selfloop_norm(
     return w * inv[edge_index[1]], inv
 
 
+def softmax_norm(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None = None) -> Tensor:
+    """``exp(w_ij) / sum_j' exp(w_ij')`` over the target's incoming edges with ``w > 0``; other edges get 0.
+
+    DualGNN's (and DRAGON's) user–user weights: the softmax of the co-interaction counts of a
+    user's neighbours. Edges of weight ``<= 0`` are not neighbours (the zero-count edges
+    :func:`~mmgraph.graph.cointeraction_knn_graph` adds for users with fewer than ``k``
+    co-interacting users), so they stay 0 and a target without positive edges aggregates
+    nothing. Computed per target with its maximum subtracted (no overflow).
+    """
+    w = _weights(edge_index, edge_weight)
+    pos = w > 0
+    tgt, v = edge_index[1][pos], w[pos]
+    mx = torch.full((num_nodes,), float("-inf"), dtype=w.dtype, device=w.device)
+    mx = mx.scatter_reduce(0, tgt, v, reduce="amax", include_self=True)
+    e = (v - mx[tgt]).exp()
+    s = torch.zeros(num_nodes, dtype=w.dtype, device=w.device).index_add_(0, tgt, e)
+    out = torch.zeros_like(w)
+    out[pos] = e / s[tgt]
+    return out
+
+
 def normalize(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None, how: str) -> Tensor:
-    """Dispatch on ``how`` in ``{'sym', 'row', 'none'}``."""
+    """Dispatch on ``how`` in ``{'sym', 'row', 'softmax', 'none'}``."""
     if how == "sym":
         return sym_norm(edge_index, num_nodes, edge_weight)
     if how == "row":
         return row_norm(edge_index, num_nodes, edge_weight)
+    if how == "softmax":
+        return softmax_norm(edge_index, num_nodes, edge_weight)
     if how == "none":
         return _weights(edge_index, edge_weight)
-    raise ValueError(f"unknown normalisation {how!r}; expected 'sym', 'row' or 'none'")
+    raise ValueError(f"unknown normalisation {how!r}; expected 'sym', 'row', 'softmax' or 'none'")
 
 
 def to_adj_t(edge_index: Tensor, edge_weight: Tensor, num_src: int, num_dst: int) -> Tensor:
