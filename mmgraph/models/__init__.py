@@ -4,13 +4,19 @@ from mmgraph.models.base import GraphRecommender, check_requirements, edge_input
 from mmgraph.models.bm3 import BM3
 from mmgraph.models.bpr import BPR
 from mmgraph.models.crane import CRANE
+from mmgraph.models.dualgnn import DualGNN
 from mmgraph.models.freedom import FREEDOM
+from mmgraph.models.grcn import GRCN
 from mmgraph.models.lattice import LATTICE
 from mmgraph.models.lgmrec import LGMRec
 from mmgraph.models.lightgcn import LightGCN
 from mmgraph.models.lirdrec import LIRDRec
+from mmgraph.models.mgcn import MGCN
+from mmgraph.models.mmgcn import MMGCN
 from mmgraph.models.ngcf import NGCF
+from mmgraph.models.slmrec import SLMRec
 from mmgraph.models.ulf import ULF
 from mmgraph.models.vbpr import VBPR
 
-__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR", "BM3", "LGMRec"]
+__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR", "BM3", "LGMRec", "MGCN", "MMGCN",
+           "GRCN", "SLMRec", "DualGNN"]
