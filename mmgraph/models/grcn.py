@@ -15,6 +15,25 @@ from mmgraph.nn.conv.grcn_conv import GRCNConv
 from mmgraph.typing import ITEM, IU, UI, BPRBatch
 
 
+def _structure(data: HeteroData, edge_type) -> Tensor:
+    """The relation's ``torch.sparse_csr`` ``adj_t`` when the data layer stored one (fast path), else its edge list."""
+    store = data[edge_type]
+    return store.adj_t if "adj_t" in store else store.edge_index
+
+
+def _sources(structure: Tensor) -> Tensor:
+    """Source node of every edge, in the order :class:`GRCNConv` returns the attention."""
+    return structure.col_indices() if structure.layout == torch.sparse_csr else structure[0]
+
+
+def _weighted(structure: Tensor, w: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(adj_t with values w, None)`` on the sparse path, ``(edge_index, w)`` on the edge-list path."""
+    if structure.layout == torch.sparse_csr:
+        return torch.sparse_csr_tensor(structure.crow_indices(), structure.col_indices(), w,
+                                       tuple(structure.shape)), None
+    return structure, w
+
+
 class GRCN(GraphRecommender):
     r"""GRCN from `"Graph-Refined Convolutional Network for Multimedia Recommendation with
     Implicit Feedback" <https://arxiv.org/abs/2008.00210>`_ (ACM MM'20), as MMRec's ``GRCN``
@@ -119,7 +138,7 @@ class GRCN(GraphRecommender):
 
     def forward(self, data: HeteroData) -> dict[str, Tensor]:
         U, I = self.num_users, self.num_items
-        ui, iu = data[UI].edge_index, data[IU].edge_index  # [2, E]: user -> item, item -> user
+        ui, iu = _structure(data, UI), _structure(data, IU)  # user -> item, item -> user
         att_ui, att_iu, content_u, content_i = [], [], [], []
         for m in self.modalities:
             f = F.normalize(F.leaky_relu(self.mlp[m](data[ITEM][f"x_{m}"])), dim=1)  # [I, C]
@@ -135,13 +154,15 @@ class GRCN(GraphRecommender):
             att_iu.append(a_iu)
         conf_u, conf_i = self.confidence.split([U, I])
         # refined weights: ReLU(max_m alpha_m * confidence_m of the edge's source node)
-        w_ui = torch.relu((torch.stack(att_ui, 1) * conf_u[ui[0]]).max(1).values)  # [E]
-        w_iu = torch.relu((torch.stack(att_iu, 1) * conf_i[iu[0]]).max(1).values)
+        w_ui = torch.relu((torch.stack(att_ui, 1) * conf_u[_sources(ui)]).max(1).values)  # [E]
+        w_iu = torch.relu((torch.stack(att_iu, 1) * conf_i[_sources(iu)]).max(1).values)
+        a_ui, ew_ui = _weighted(ui, w_ui)
+        a_iu, ew_iu = _weighted(iu, w_iu)
         x_u, x_i = F.normalize(self.id_embedding, dim=1).split([U, I])
-        h1_u = self.id_conv((x_i, None), iu, w_iu, size=(I, U))
-        h1_i = self.id_conv((x_u, None), ui, w_ui, size=(U, I))
-        h2_u = self.id_conv((h1_i, None), iu, w_iu, size=(I, U))
-        h2_i = self.id_conv((h1_u, None), ui, w_ui, size=(U, I))
+        h1_u = self.id_conv((x_i, None), a_iu, ew_iu, size=(I, U))
+        h1_i = self.id_conv((x_u, None), a_ui, ew_ui, size=(U, I))
+        h2_u = self.id_conv((h1_i, None), a_iu, ew_iu, size=(I, U))
+        h2_i = self.id_conv((h1_u, None), a_ui, ew_ui, size=(U, I))
         user = torch.cat([x_u + h1_u + h2_u, *content_u], dim=1)
         item = torch.cat([x_i + h1_i + h2_i, *content_i], dim=1)
         return {"user": user, "item": item}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from torch_geometric.utils import softmax
 
 from mmgraph.graph import build_graph
 from mmgraph.models.grcn import GRCN
-from mmgraph.typing import ITEM, UI, USER, BPRBatch
+from mmgraph.typing import ITEM, IU, UI, USER, BPRBatch
 
 
 class RefGAT(MessagePassing):
@@ -94,6 +96,18 @@ def test_forward_equals_mmrec_and_routing_is_a_no_op_there(tiny_data):
     assert out["user"].shape[1] == 64 + 2 * 64
     # MMRec's routing messages flow user -> item: the user rows it adds are exactly zero
     assert routing_user_rows and all(torch.equal(r, torch.zeros_like(r)) for r in routing_user_rows)
+
+
+def test_edge_list_path_equals_sparse_path(tiny_data):
+    model, data, _ = make(tiny_data, user_routing=True)
+    edge_only = copy.copy(data)
+    for et in (UI, IU):
+        del edge_only[et].adj_t
+    assert "adj_t" in data[UI] and "adj_t" not in edge_only[UI]
+    with torch.no_grad():
+        a, b = model(data), model(edge_only)
+    torch.testing.assert_close(a["user"], b["user"])
+    torch.testing.assert_close(a["item"], b["item"])
 
 
 def test_user_routing_updates_the_preferences(tiny_data):

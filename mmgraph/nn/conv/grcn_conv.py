@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, PairTensor, Size
@@ -20,14 +21,18 @@ class GRCNConv(MessagePassing):
 
     No weights, no self-loops (the reference removes them; a bipartite relation has none),
     no nonlinearity. The per-edge attention :math:`\alpha` is what GRCN uses to refine the
-    user–item graph; ``return_attention_weights=True`` returns it (one value per edge, in the
-    order of ``edge_index``). Attention needs the edge list: a sparse ``adj_t`` is refused.
+    user–item graph; ``return_attention_weights=True`` returns it, one value per edge: in the
+    order of ``edge_index`` (reference path), or of the stored entries of a
+    ``torch.sparse_csr`` ``adj_t`` (fast path: the dot products are computed at its nonzeros,
+    whose values are ignored, and the sum is one ``spmm`` with the attention as values;
+    gradients flow through them).
 
     Args:
         **kwargs: :class:`torch_geometric.nn.conv.MessagePassing` arguments.
 
     Shapes:
-        - **input:** ``x`` ``(N, F)`` or a pair ``((|S|, F), (|D|, F))``; ``edge_index`` ``(2, |E|)``.
+        - **input:** ``x`` ``(N, F)`` or a pair ``((|S|, F), (|D|, F))``; ``edge_index`` ``(2, |E|)``
+          or a ``torch.sparse_csr`` ``adj_t`` ``(|D|, |S|)``.
         - **output:** ``(|D|, F)``, and ``(|E|)`` attention weights when asked for.
     """
 
@@ -38,10 +43,18 @@ class GRCNConv(MessagePassing):
     def forward(self, x: Tensor | PairTensor, edge_index: Adj, size: Size = None,
                 return_attention_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Attend over each destination's sources (softmax of dot products) and sum."""
-        if is_sparse(edge_index):
-            raise ValueError("GRCNConv computes one attention weight per edge: pass an edge_index, not adj_t")
         if isinstance(x, Tensor):
             x = (x, x)
+        if is_sparse(edge_index):
+            if not (isinstance(edge_index, Tensor) and edge_index.layout == torch.sparse_csr):
+                raise ValueError("GRCNConv's sparse path needs a torch.sparse_csr adj_t (or pass an edge_index)")
+            crow, col = edge_index.crow_indices(), edge_index.col_indices()
+            n_dst = edge_index.size(0)
+            rows = torch.repeat_interleave(torch.arange(n_dst, device=crow.device), crow.diff())
+            alpha = softmax((x[1][rows] * x[0][col]).sum(-1), rows, num_nodes=n_dst)
+            att = torch.sparse_csr_tensor(crow, col, alpha, tuple(edge_index.shape))
+            out = torch.sparse.mm(att, x[0])
+            return (out, alpha) if return_attention_weights else out
         if size is None:
             size = (x[0].size(0), x[1].size(0))
         alpha = self.edge_updater(edge_index, x=x, size=size)  # [E]

@@ -31,16 +31,26 @@ def make(seed=0):
     return torch.randn(U, 5, dtype=torch.float64), torch.randn(I, 5, dtype=torch.float64)
 
 
+def csr(ei: torch.Tensor, n_src: int, n_dst: int) -> torch.Tensor:
+    return to_adj_t(ei, torch.rand(ei.size(1), dtype=torch.float64), n_src, n_dst)  # values are ignored
+
+
 @pytest.mark.parametrize("direction", ["ui", "iu"])
-def test_equals_dense_attention(direction):
+@pytest.mark.parametrize("sparse", [False, True])
+def test_equals_dense_attention(direction, sparse):
     x_u, x_i = make()
     ei = ui_edges() if direction == "ui" else ui_edges().flip(0)
     x_src, x_dst = (x_u, x_i) if direction == "ui" else (x_i, x_u)
-    out, alpha = GRCNConv()((x_src, x_dst), ei, return_attention_weights=True)
+    adj = csr(ei, x_src.size(0), x_dst.size(0)) if sparse else ei
+    out, alpha = GRCNConv()((x_src, x_dst), adj, return_attention_weights=True)
     ref_out, ref_alpha = dense_attention(x_src, x_dst, ei, x_dst.size(0))
     torch.testing.assert_close(out, ref_out)
-    torch.testing.assert_close(alpha, ref_alpha[ei[1], ei[0]])
-    assert torch.equal(GRCNConv()((x_src, x_dst), ei), out)
+    if sparse:  # one value per stored entry, in CSR order
+        rows = torch.repeat_interleave(torch.arange(x_dst.size(0)), adj.crow_indices().diff())
+        torch.testing.assert_close(alpha, ref_alpha[rows, adj.col_indices()])
+    else:
+        torch.testing.assert_close(alpha, ref_alpha[ei[1], ei[0]])
+    assert torch.equal(GRCNConv()((x_src, x_dst), adj), out)
 
 
 def test_attention_sums_to_one_per_destination_and_isolated_is_zero():
@@ -58,10 +68,11 @@ def test_gradients_equal_dense_and_permutation_invariance():
     x_i.requires_grad_(True)
     ei = ui_edges()
     proj = torch.randn(I, 5, dtype=torch.float64)
-    g = torch.autograd.grad((GRCNConv()((x_u, x_i), ei) * proj).sum(), [x_u, x_i])
     g_ref = torch.autograd.grad((dense_attention(x_u, x_i, ei, I)[0] * proj).sum(), [x_u, x_i])
-    for a, b in zip(g, g_ref, strict=True):
-        torch.testing.assert_close(a, b)
+    for adj in (ei, csr(ei, U, I)):
+        g = torch.autograd.grad((GRCNConv()((x_u, x_i), adj) * proj).sum(), [x_u, x_i])
+        for a, b in zip(g, g_ref, strict=True):
+            torch.testing.assert_close(a, b)
     perm = torch.randperm(ei.size(1))
     out, alpha = GRCNConv()((x_u, x_i), ei[:, perm], return_attention_weights=True)
     ref, ref_alpha = GRCNConv()((x_u, x_i), ei, return_attention_weights=True)
@@ -69,9 +80,10 @@ def test_gradients_equal_dense_and_permutation_invariance():
     torch.testing.assert_close(alpha, ref_alpha[perm])
 
 
-def test_sparse_input_refused_and_repr():
+def test_coo_input_refused_and_repr():
     x_u, x_i = make()
     ei = ui_edges()
-    with pytest.raises(ValueError, match="edge_index"):
-        GRCNConv()((x_u, x_i), to_adj_t(ei, torch.ones(ei.size(1)), U, I))
+    coo = torch.sparse_coo_tensor(ei.flip(0), torch.ones(ei.size(1)), (I, U))
+    with pytest.raises(ValueError, match="sparse_csr"):
+        GRCNConv()((x_u, x_i), coo)
     assert str(GRCNConv()) == "GRCNConv()"
