@@ -16,7 +16,7 @@ from mmgraph.models.lightgcn import LightGCN
 from mmgraph.models.ngcf import NGCF
 from mmgraph.nn.conv import KNNConv
 from mmgraph.nn.latent_graph import REFRESH, EpochGraphCache, LatentGraph
-from mmgraph.nn.losses import bpr_loss, l2_reg
+from mmgraph.nn.losses import batch_bpr, l2_reg
 from mmgraph.typing import ITEM, IU, UI, BPRBatch, item_knn_type
 
 BACKBONES = ("lightgcn", "mf", "ngcf")
@@ -241,10 +241,7 @@ class LATTICE(GraphRecommender):
 
     def loss(self, data: HeteroData, batch: BPRBatch) -> dict[str, Tensor]:
         emb = self(data)
-        u = emb["user"][batch.users]  # [B, d]
-        i = emb["item"][batch.pos_items]
-        j = emb["item"][batch.neg_items]
-        bpr = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+        bpr, u, i, j = batch_bpr(emb["user"], emb["item"], batch)  # u, i, j: [B, d]
         reg = l2_reg(u, i, j)
         return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}
 

@@ -9,7 +9,7 @@ from torch_geometric.data import HeteroData
 from mmgraph.graph.build import GraphSpec
 from mmgraph.models.base import GraphRecommender, edge_inputs
 from mmgraph.nn.conv import BipartiteLGConv
-from mmgraph.nn.losses import bpr_loss, emb_loss
+from mmgraph.nn.losses import batch_bpr, emb_loss
 from mmgraph.typing import ITEM, IU, UI, USER, BPRBatch
 
 
@@ -67,10 +67,7 @@ class LightGCN(GraphRecommender):
 
     def loss(self, data: HeteroData, batch: BPRBatch) -> dict[str, Tensor]:
         emb = self(data)
-        u = emb["user"][batch.users]  # [B, d]
-        i = emb["item"][batch.pos_items]
-        j = emb["item"][batch.neg_items]
-        bpr = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+        bpr, u, i, j = batch_bpr(emb["user"], emb["item"], batch)  # u, i, j: [B, d]
         reg = emb_loss(self.user_emb(batch.users), self.item_emb(batch.pos_items), self.item_emb(batch.neg_items))
         return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}
 

@@ -10,7 +10,7 @@ from torch_geometric.data import HeteroData
 from mmgraph.graph.build import GraphSpec
 from mmgraph.models.base import GraphRecommender, edge_inputs
 from mmgraph.nn.conv import NGCFConv
-from mmgraph.nn.losses import bpr_loss, l2_reg
+from mmgraph.nn.losses import batch_bpr, l2_reg
 from mmgraph.typing import ITEM, IU, UI, USER, BPRBatch
 
 
@@ -97,10 +97,7 @@ class NGCF(GraphRecommender):
 
     def loss(self, data: HeteroData, batch: BPRBatch) -> dict[str, Tensor]:
         emb = self(data)
-        u = emb["user"][batch.users]  # [B, d]
-        i = emb["item"][batch.pos_items]
-        j = emb["item"][batch.neg_items]
-        bpr = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+        bpr, u, i, j = batch_bpr(emb["user"], emb["item"], batch)  # u, i, j: [B, d]
         reg = l2_reg(u, i, j)
         return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}
 

@@ -16,7 +16,7 @@ from mmgraph.models.base import GraphRecommender
 from mmgraph.models.lightgcn import LightGCN
 from mmgraph.nn.conv import KNNConv
 from mmgraph.nn.latent_graph import EpochGraphCache, LatentGraph
-from mmgraph.nn.losses import bpr_loss, l2_reg
+from mmgraph.nn.losses import batch_bpr, l2_reg
 from mmgraph.typing import ITEM, IU, UI, UU, BPRBatch, item_knn_type
 
 #: ``graph_rebuild`` values and the :class:`EpochGraphCache` refresh each one uses.
@@ -305,10 +305,7 @@ class ULF(GraphRecommender):
 
     def loss(self, data: HeteroData, batch: BPRBatch) -> dict[str, Tensor]:
         emb = self(data)
-        u = emb["user"][batch.users]  # [B, d]
-        i = emb["item"][batch.pos_items]
-        j = emb["item"][batch.neg_items]
-        bpr = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+        bpr, u, i, j = batch_bpr(emb["user"], emb["item"], batch)  # u, i, j: [B, d]
         reg = l2_reg(u, i, j)
         return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}
 

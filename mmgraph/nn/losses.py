@@ -5,10 +5,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmgraph.typing import BPRBatch
+
 
 def bpr_loss(pos: Tensor, neg: Tensor, gamma: float = 1e-10) -> Tensor:
     r"""BPR loss :math:`-\mathrm{mean}\,\log(\gamma + \sigma(\hat y_{ui} - \hat y_{uj}))` (MMRec's ``BPRLoss``)."""
     return -torch.log(gamma + torch.sigmoid(pos - neg)).mean()
+
+
+def batch_bpr(user: Tensor, item: Tensor, batch: BPRBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""BPR loss of a batch scored by dot products of full embedding tables.
+
+    Args:
+        user: user embeddings ``[U, d]``.
+        item: item embeddings ``[I, d]``.
+        batch: the ``(users, pos_items, neg_items)`` triples.
+
+    Returns:
+        ``(bpr, u, i, j)``: :func:`bpr_loss` of :math:`u \cdot i` against :math:`u \cdot j`,
+        and the gathered rows ``[B, d]`` (for a regulariser on them).
+    """
+    u, i, j = user[batch.users], item[batch.pos_items], item[batch.neg_items]
+    return bpr_loss((u * i).sum(-1), (u * j).sum(-1)), u, i, j
 
 
 def emb_loss(*embeddings: Tensor) -> Tensor:
