@@ -15,7 +15,8 @@ from mmgraph.nn.losses import emb_loss
 from mmgraph.typing import ITEM, IU, UI, USER, BPRBatch
 
 
-def info_nce_full(anchor: Tensor, candidates: Tensor, index: Tensor, temperature: float) -> Tensor:
+def info_nce_full(anchor: Tensor, candidates: Tensor, index: Tensor, temperature: float,
+                  factors: tuple[Tensor, Tensor] | None = None) -> Tensor:
     r"""InfoNCE of ``anchor`` rows against **all** rows of ``candidates``, summed over the batch.
 
     .. math::
@@ -24,10 +25,19 @@ def info_nce_full(anchor: Tensor, candidates: Tensor, index: Tensor, temperature
     (LGMRec's ``ssl_triple_loss``: the positive of anchor ``b`` is row ``index[b]`` of the
     candidate table, every row of the table is in the denominator, the positive included).
     Computed as a cross-entropy over the ``[B, N]`` logits (log-sum-exp, no overflow).
+
+    ``factors = (L [N, K], R [K, d])`` with ``candidates == L @ R`` (a low-rank table, e.g.
+    hypergraph outputs ``H Λ``) computes the logits as ``((â/τ) Rᵀ)(diag(1/‖c_n‖) L)ᵀ``: the
+    same values with ``B·N·K`` instead of ``B·N·d`` multiply-adds.
     """
-    a = F.normalize(anchor, dim=1)
-    c = F.normalize(candidates, dim=1)
-    return F.cross_entropy(a @ c.t() / temperature, index, reduction="sum")
+    a = F.normalize(anchor, dim=1) / temperature  # [B, d]; 1/τ folded into the anchors
+    inv = 1.0 / torch.linalg.vector_norm(candidates, dim=1).clamp_min(1e-12)  # F.normalize's eps
+    if factors is None:
+        logits = a @ (candidates * inv.unsqueeze(1)).t()
+    else:
+        left, right = factors
+        logits = (a @ right.t()) @ (left * inv.unsqueeze(1)).t()  # [B, K] @ [K, N]
+    return F.cross_entropy(logits, index, reduction="sum")
 
 
 class LGMRec(GraphRecommender):
@@ -64,7 +74,9 @@ class LGMRec(GraphRecommender):
     modalities :math:`a` before :math:`b` in ``modalities`` (MMRec: image slot, then text slot),
     :math:`\mathcal{L}_{HCL} = \mathrm{NCE}(\mathbf{E}^a_U[u], \mathbf{E}^b_U) +
     \mathrm{NCE}(\mathbf{E}^a_I[i], \mathbf{E}^b_I)` (:func:`info_nce_full`: temperature
-    :math:`\tau`, all users / all items as negatives, summed over the batch).
+    :math:`\tau`, all users / all items as negatives, summed over the batch; the candidates have
+    rank :math:`\le K`, so the ``[B, N]`` logits are computed from the factors
+    :math:`\mathbf{H}^b \boldsymbol\Lambda_b`).
 
     Init as MMRec: Xavier-uniform ID embeddings, :math:`\mathbf{W}_m` and :math:`\mathbf{V}_m`.
     :math:`R\,\mathbf{y}` and :math:`D_u^{-1}R\,\mathbf{y}` are computed with the stored
@@ -192,8 +204,12 @@ class LGMRec(GraphRecommender):
         return F.dropout(h, 1.0 - self.keep_rate, training=self.training)
 
     # ------------------------------------------------------------------ model
-    def embed(self, data: HeteroData) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
-        """``(E_U [U, d], E_I [I, d], {m: (hypergraph user [U, d], item [I, d] embeddings)})``."""
+    def embed(self, data: HeteroData) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, ...]]]:
+        """``(E_U [U, d], E_I [I, d], hyper)``.
+
+        ``hyper[m] = (E^m_U [U, d], E^m_I [I, d], H^m_U [U, K], H^m_I [I, K], Λ [K, d])``: the
+        modality's hypergraph embeddings, with ``E^m_U = H^m_U Λ`` and ``E^m_I = H^m_I Λ`` (last layer).
+        """
         U = self.num_users
         u_cge, i_cge = self.backbone.propagate(data, self.backbone.user_emb.weight,
                                                self.backbone.item_emb.weight)
@@ -201,7 +217,7 @@ class LGMRec(GraphRecommender):
         inv_sq_u = torch.where(sq_u > 0, 1.0 / sq_u, torch.zeros_like(sq_u)).view(-1, 1)
         local = torch.cat([u_cge, i_cge])  # [U + I, d]
         glob = None
-        hyper: dict[str, tuple[Tensor, Tensor]] = {}
+        hyper: dict[str, tuple[Tensor, ...]] = {}
         for m in self.modalities:
             x = data[ITEM][f"x_{m}"]  # [I, F_m], frozen
             # MGE: f_I = X W, f_U = D_u^{-1} R f_I = D_u^{-1/2} Â D_i^{1/2} f_I, then Â^L (last layer)
@@ -216,10 +232,11 @@ class LGMRec(GraphRecommender):
             h_i, h_u = self._incidence(z_i), self._incidence(z_u)
             h_out = torch.cat([h_u, h_i])  # [U + I, K]: users' and items' outputs from one Λ
             e_i = i_cge
-            for _ in range(self.num_hyper_layers):
-                out = self.hconv(e_i, h_i, h_out)  # [H_U; H_I] (H_Iᵀ E_I)
+            for _ in range(self.num_hyper_layers):  # [H_U; H_I] (H_Iᵀ E_I), keeping Λ
+                lam = self.hconv.to_hyperedges(e_i, h_i)  # [K, d]
+                out = self.hconv.to_nodes(lam, h_out)
                 e_u, e_i = out[:U], out[U:]
-            hyper[m] = (e_u, e_i)
+            hyper[m] = (e_u, e_i, h_u, h_i, lam)
             glob = out if glob is None else glob + out
         final = local if glob is None else local + self.alpha * F.normalize(glob, dim=1)
         return final[:U], final[U:], hyper
@@ -238,9 +255,12 @@ class LGMRec(GraphRecommender):
         cl = torch.zeros((), device=bpr.device)
         for a_idx, a in enumerate(self.modalities):
             for b in self.modalities[a_idx + 1:]:
-                (ua, ia), (ub, ib) = hyper[a], hyper[b]
-                cl = cl + info_nce_full(ua[batch.users], ub, batch.users, self.temperature)
-                cl = cl + info_nce_full(ia[batch.pos_items], ib, batch.pos_items, self.temperature)
+                ua, ia = hyper[a][:2]
+                ub, ib, hub, hib, lam_b = hyper[b]
+                # candidates E^b = H^b Λ_b have rank <= K: factored logits (same values, d/K fewer flops)
+                cl = cl + info_nce_full(ua[batch.users], ub, batch.users, self.temperature, (hub, lam_b))
+                cl = cl + info_nce_full(ia[batch.pos_items], ib, batch.pos_items, self.temperature,
+                                        (hib, lam_b))
         loss = bpr + self.cl_weight * cl + self.reg_weight * reg
         return {"loss": loss, "bpr": bpr, "cl": cl, "reg": reg}
 

@@ -179,3 +179,32 @@ def test_bad_arguments(tiny_data):
     from mmgraph.graph import GraphSpec
     with pytest.raises(ValueError, match="ui_norm"):
         make(tiny_data, graph=GraphSpec(ui_norm="rw_selfloop"))
+
+
+def test_info_nce_factored_logits_equal_plain_values_and_grads():
+    g = torch.Generator().manual_seed(1)
+    left0 = torch.softmax(torch.randn(25, 4, generator=g, dtype=torch.float64), dim=1)
+    right0 = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    anchor0 = torch.randn(9, 6, generator=g, dtype=torch.float64)
+    idx = torch.randint(0, 25, (9,), generator=g)
+    grads = []
+    for factored in (False, True):
+        left, right, anchor = (t.clone().requires_grad_() for t in (left0, right0, anchor0))
+        cand = left @ right
+        loss = info_nce_full(anchor, cand, idx, 0.2, (left, right) if factored else None)
+        loss.backward()
+        grads.append((loss.detach(), left.grad, right.grad, anchor.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(grads[0][0], mmrec_ssl(anchor0, (left0 @ right0)[idx], left0 @ right0, 0.2))
+
+
+def test_hypergraph_outputs_are_incidence_times_lambda(tiny_data):
+    model, data, _ = make(tiny_data, num_hyper_layers=2)
+    model.train()
+    _, _, hyper = model.embed(data)
+    for m in model.modalities:
+        e_u, e_i, h_u, h_i, lam = hyper[m]
+        assert h_u.shape == (data[USER].num_nodes, 4) and lam.shape == (4, model.embedding_dim)
+        torch.testing.assert_close(e_u, h_u @ lam)
+        torch.testing.assert_close(e_i, h_i @ lam)

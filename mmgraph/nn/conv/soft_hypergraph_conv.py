@@ -34,6 +34,9 @@ class SoftHypergraphConv(MessagePassing):
       ``num_hyperedges``; ``incidence_out`` likewise with ``edge_weight_out`` and
       ``num_nodes_out`` (default: the input incidence and ``N``).
 
+    :meth:`to_hyperedges` and :meth:`to_nodes` are the two halves (``Λ`` itself is useful: the
+    outputs have rank at most ``K``).
+
     Args:
         **kwargs: :class:`torch_geometric.nn.conv.MessagePassing` arguments (``aggr='add'``).
 
@@ -51,23 +54,35 @@ class SoftHypergraphConv(MessagePassing):
                 edge_weight: OptTensor = None, num_hyperedges: int | None = None,
                 edge_weight_out: OptTensor = None, num_nodes_out: int | None = None) -> Tensor:
         """``H_out (Hᵀ x)``; see the class docstring for the two input forms."""
-        if incidence.is_floating_point():  # dense soft incidences
-            if incidence.dim() != 2 or incidence.size(0) != x.size(0):
-                raise ValueError(f"dense incidence must be [N={x.size(0)}, K], got {tuple(incidence.shape)}")
-            out_inc = incidence if incidence_out is None else incidence_out
-            if not out_inc.is_floating_point() or out_inc.size(1) != incidence.size(1):
-                raise ValueError("incidence_out must be a dense [N_out, K] tensor with the same K")
-            return out_inc @ (incidence.t() @ x)
-        if num_hyperedges is None:
-            raise ValueError("an edge-list incidence needs num_hyperedges")
-        lam = self.propagate(incidence, x=(x, None), edge_weight=edge_weight,
-                             size=(x.size(0), num_hyperedges))  # [K, F]: nodes -> hyperedges
+        lam = self.to_hyperedges(x, incidence, edge_weight=edge_weight, num_hyperedges=num_hyperedges)
         if incidence_out is None:
             incidence_out, edge_weight_out, num_nodes_out = incidence, edge_weight, x.size(0)
-        elif num_nodes_out is None:
+        return self.to_nodes(lam, incidence_out, edge_weight=edge_weight_out, num_nodes=num_nodes_out)
+
+    def to_hyperedges(self, x: Tensor, incidence: Tensor, *, edge_weight: OptTensor = None,
+                      num_hyperedges: int | None = None) -> Tensor:
+        """The first half, ``Λ = Hᵀ x`` ``[K, F]`` (nodes → hyperedges)."""
+        if incidence.is_floating_point():  # dense soft incidence
+            if incidence.dim() != 2 or incidence.size(0) != x.size(0):
+                raise ValueError(f"dense incidence must be [N={x.size(0)}, K], got {tuple(incidence.shape)}")
+            return incidence.t() @ x
+        if num_hyperedges is None:
+            raise ValueError("an edge-list incidence needs num_hyperedges")
+        return self.propagate(incidence, x=(x, None), edge_weight=edge_weight,
+                              size=(x.size(0), num_hyperedges))
+
+    def to_nodes(self, lam: Tensor, incidence_out: Tensor, *, edge_weight: OptTensor = None,
+                 num_nodes: int | None = None) -> Tensor:
+        """The second half, ``H_out Λ`` ``[N_out, F]`` (hyperedges → nodes)."""
+        if incidence_out.is_floating_point():
+            if incidence_out.dim() != 2 or incidence_out.size(1) != lam.size(0):
+                raise ValueError(f"dense incidence_out must be [N_out, K={lam.size(0)}], "
+                                 f"got {tuple(incidence_out.shape)}")
+            return incidence_out @ lam
+        if num_nodes is None:
             raise ValueError("an edge-list incidence_out needs num_nodes_out")
-        return self.propagate(incidence_out.flip(0), x=(lam, None), edge_weight=edge_weight_out,
-                              size=(num_hyperedges, num_nodes_out))  # hyperedges -> nodes
+        return self.propagate(incidence_out.flip(0), x=(lam, None), edge_weight=edge_weight,
+                              size=(lam.size(0), num_nodes))
 
     def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
         """Weight each sender's features by its incidence value."""

@@ -84,7 +84,7 @@ def test_errors_and_repr():
     x = torch.randn(4, 2)
     with pytest.raises(ValueError, match=r"\[N=4, K\]"):
         conv(x, torch.rand(5, 3))
-    with pytest.raises(ValueError, match="same K"):
+    with pytest.raises(ValueError, match=r"\[N_out, K=3\]"):
         conv(x, torch.rand(4, 3), torch.rand(2, 2))
     idx = torch.tensor([[0, 1], [0, 1]])
     with pytest.raises(ValueError, match="num_hyperedges"):
@@ -92,3 +92,17 @@ def test_errors_and_repr():
     with pytest.raises(ValueError, match="num_nodes_out"):
         conv(x, idx, idx, num_hyperedges=2)
     assert list(conv.parameters()) == [] and repr(conv) == "SoftHypergraphConv()" and conv.aggr == "add"
+
+
+def test_halves_compose_to_forward():
+    g = torch.Generator().manual_seed(3)
+    h = torch.softmax(torch.randn(6, 3, generator=g, dtype=torch.float64), dim=1)
+    h_out = torch.rand(4, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    conv = SoftHypergraphConv()
+    lam = conv.to_hyperedges(x, h)
+    torch.testing.assert_close(lam, h.t() @ x, atol=1e-12, rtol=0)
+    torch.testing.assert_close(conv.to_nodes(lam, h_out), conv(x, h, h_out), atol=1e-12, rtol=0)
+    idx, w = dense_to_edges(h)
+    torch.testing.assert_close(conv.to_hyperedges(x, idx, edge_weight=w, num_hyperedges=3), lam,
+                               atol=1e-12, rtol=0)
