@@ -157,3 +157,33 @@ def test_repr_and_no_parameters():
     assert repr(KNNConv(normalize="row")) == "KNNConv(normalize='row')"
     assert list(KNNConv().parameters()) == []
     assert isinstance(KNNConv(), BipartiteLGConv)
+
+
+def test_sparse_backward_uses_memoised_transpose():
+    """The sparse path's gradient equals dense math, and the transpose is computed once per graph object."""
+    import pickle
+
+    from mmgraph.graph.norm import to_adj_t
+
+    torch.manual_seed(0)
+    n = 40
+    ei, w = torch.randint(0, n, (2, 250)), torch.rand(250)
+    adj = to_adj_t(ei, w, n, n)
+    dense = torch.zeros(n, n).index_put_((ei[1], ei[0]), w, accumulate=True)  # S[dst, src]
+    conv = KNNConv()
+    x = torch.randn(n, 6, requires_grad=True)
+    (g_ref,) = torch.autograd.grad(((dense @ x) ** 2).sum(), x)
+    for _ in range(2):
+        (g,) = torch.autograd.grad((conv(x, adj) ** 2).sum(), x)
+        torch.testing.assert_close(g, g_ref)
+    memo = conv._rev_memo
+    assert memo is not None and memo[0]() is adj
+    conv(x, adj)
+    assert conv._rev_memo is memo  # same graph object: no new transpose
+    adj2 = to_adj_t(ei, w * 2, n, n)
+    (g2,) = torch.autograd.grad((conv(x, adj2) ** 2).sum(), x)
+    torch.testing.assert_close(g2, 4 * g_ref)  # a new graph gets its own transpose
+    with torch.no_grad():
+        conv(x, adj)  # no gradient: no transpose needed
+    assert conv._rev_memo[0]() is adj2
+    assert pickle.loads(pickle.dumps(conv))._rev_memo is None
