@@ -1,6 +1,6 @@
 # The two commands of the README quick start. Each sets everything up from nothing.
 #   make run    -> virtualenv + install + train LightGCN on the embedded synthetic dataset
-#   make test   -> virtualenv + install (with dev extras) + the default test suite
+#   make test   -> virtualenv + install (with the dev and features extras) + the default test suite
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
@@ -18,7 +18,7 @@ setup: $(BIN)/python
 	$(PIP) install -q -e .
 
 setup-dev: setup
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,features]"
 
 run: setup
 	$(BIN)/python experiments/train.py experiment=quickstart
