@@ -190,9 +190,9 @@ class LGMRec(GraphRecommender):
                                   adj_rev=iu if ui_w is None else None)
 
     def _sqrt_degrees(self, data: HeteroData) -> tuple[Tensor, Tensor]:
-        ei = data[UI].edge_index
-        du = torch.bincount(ei[0], minlength=self.num_users).to(torch.get_default_dtype())
-        di = torch.bincount(ei[1], minlength=self.num_items).to(torch.get_default_dtype())
+        ei, dtype = data[UI].edge_index, self.backbone.user_emb.weight.dtype
+        du = torch.bincount(ei[0], minlength=self.num_users).to(dtype)
+        di = torch.bincount(ei[1], minlength=self.num_items).to(dtype)
         return du.sqrt(), di.sqrt()
 
     def _incidence(self, logits: Tensor) -> Tensor:
