@@ -13,6 +13,57 @@ from mmgraph.graph.norm import normalize as normalize_weights
 from mmgraph.nn.conv.bipartite_lg_conv import BipartiteLGConv
 
 
+class _EdgeWeightedSum(torch.autograd.Function):
+    """``out[i] = Σ_{e: dst_e = i} w_e x[src_e]`` in edge chunks, with gradients for ``w`` and ``x``.
+
+    PyG's message path materialises the ``[E, F]`` messages and autograd keeps them
+    (several GB for a user–user kNN graph at Amazon Electronics size). Here only one chunk
+    of ``chunk`` edges is gathered at a time, in the forward and in the backward:
+
+    * ``∂x[j] = Σ_{e: src_e = j} w_e ∂out[dst_e]``,
+    * ``∂w_e = ⟨∂out[dst_e], x[src_e]⟩``.
+
+    Memory ``O(E + chunk · F)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, src: Tensor, dst: Tensor, w: Tensor, num_dst: int, chunk: int) -> Tensor:  # noqa: D102
+        out = x.new_zeros(num_dst, x.size(1))
+        for s in range(0, src.numel(), chunk):
+            e = min(s + chunk, src.numel())
+            out.index_add_(0, dst[s:e], x[src[s:e]] * w[s:e, None])
+        ctx.save_for_backward(x, src, dst, w)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        x, src, dst, w = ctx.saved_tensors
+        chunk = ctx.chunk
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        grad = grad.contiguous()
+        dx = torch.zeros_like(x) if need_x else None
+        dw = torch.empty_like(w) if need_w else None
+        for s in range(0, src.numel(), chunk):
+            e = min(s + chunk, src.numel())
+            g = grad[dst[s:e]]  # [c, F]
+            if need_x:
+                dx.index_add_(0, src[s:e], g * w[s:e, None])
+            if need_w:
+                dw[s:e] = (g * x[src[s:e]]).sum(1)
+        return dx, None, None, dw, None, None
+
+
+def edge_weighted_sum(x: Tensor, edge_index: Tensor, edge_weight: Tensor, num_dst: int | None = None,
+                      chunk: int | None = None) -> Tensor:
+    r""":math:`X'_i = \sum_{(j \to i)} w_{ji} X_j` over an edge list, differentiable in ``x`` and
+    ``edge_weight``, without an ``[E, F]`` tensor (edges processed ``chunk`` at a time; default:
+    about 16M gathered values per chunk)."""
+    n_dst = x.size(0) if num_dst is None else num_dst
+    c = chunk or max(1, (1 << 24) // max(1, x.size(1)))
+    return _EdgeWeightedSum.apply(x, edge_index[0], edge_index[1], edge_weight.to(x.dtype), n_dst, c)
+
+
 class KNNConv(BipartiteLGConv):
     r"""Weighted neighbourhood sum over a square kNN graph (item–item or user–user),
     as used by LATTICE, FREEDOM, DualGNN and ULF.
@@ -30,6 +81,8 @@ class KNNConv(BipartiteLGConv):
     transpose of the last ``adj_t`` it saw (held through a weak reference, so it is
     recomputed exactly when a new graph object arrives: a frozen graph is transposed once
     per run, a per-epoch learned graph once per epoch). ``adj_rev`` passes it explicitly.
+    An edge list with weights (a learned graph whose weights carry gradient) goes through
+    :func:`edge_weighted_sum`, which never forms the ``[E, F]`` messages.
 
     Args:
         normalize: ``None``, ``'sym'`` or ``'row'``. (default: ``None``)
@@ -56,6 +109,9 @@ class KNNConv(BipartiteLGConv):
         if (adj_rev is None and isinstance(edge_index, Tensor) and edge_index.layout == torch.sparse_csr
                 and not edge_index.requires_grad and torch.is_grad_enabled() and x.requires_grad):
             adj_rev = self._transpose(edge_index)
+        if (edge_weight is not None and not is_sparse(edge_index) and self.aggr == "add"
+                and not self.explain):  # the memory-lean edge-list path (same math as ``message``)
+            return edge_weighted_sum(x, edge_index, edge_weight, x.size(0))
         return self.propagate(edge_index, x=(x, x), edge_weight=edge_weight, size=None, adj_rev=adj_rev)
 
     def _transpose(self, adj_t: Tensor) -> Tensor:
