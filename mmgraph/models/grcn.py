@@ -26,12 +26,13 @@ def _sources(structure: Tensor) -> Tensor:
     return structure.col_indices() if structure.layout == torch.sparse_csr else structure[0]
 
 
-def _weighted(structure: Tensor, w: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``(adj_t with values w, None)`` on the sparse path, ``(edge_index, w)`` on the edge-list path."""
+def _edge_list(structure: Tensor) -> Tensor:
+    """``[2, E]`` (source, destination) in the order :class:`GRCNConv` returns the attention."""
     if structure.layout == torch.sparse_csr:
-        return torch.sparse_csr_tensor(structure.crow_indices(), structure.col_indices(), w,
-                                       tuple(structure.shape)), None
-    return structure, w
+        crow = structure.crow_indices()
+        rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=crow.device), crow.diff())
+        return torch.stack([structure.col_indices(), rows])
+    return structure
 
 
 class GRCN(GraphRecommender):
@@ -156,13 +157,13 @@ class GRCN(GraphRecommender):
         # refined weights: ReLU(max_m alpha_m * confidence_m of the edge's source node)
         w_ui = torch.relu((torch.stack(att_ui, 1) * conf_u[_sources(ui)]).max(1).values)  # [E]
         w_iu = torch.relu((torch.stack(att_iu, 1) * conf_i[_sources(iu)]).max(1).values)
-        a_ui, ew_ui = _weighted(ui, w_ui)
-        a_iu, ew_iu = _weighted(iu, w_iu)
+        # learned weights: the edge-list path of BipartiteLGConv (gradients per edge, no dense matrix)
+        e_ui, e_iu = _edge_list(ui), _edge_list(iu)
         x_u, x_i = F.normalize(self.id_embedding, dim=1).split([U, I])
-        h1_u = self.id_conv((x_i, None), a_iu, ew_iu, size=(I, U))
-        h1_i = self.id_conv((x_u, None), a_ui, ew_ui, size=(U, I))
-        h2_u = self.id_conv((h1_i, None), a_iu, ew_iu, size=(I, U))
-        h2_i = self.id_conv((h1_u, None), a_ui, ew_ui, size=(U, I))
+        h1_u = self.id_conv((x_i, None), e_iu, w_iu, size=(I, U))
+        h1_i = self.id_conv((x_u, None), e_ui, w_ui, size=(U, I))
+        h2_u = self.id_conv((h1_i, None), e_iu, w_iu, size=(I, U))
+        h2_i = self.id_conv((h1_u, None), e_ui, w_ui, size=(U, I))
         user = torch.cat([x_u + h1_u + h2_u, *content_u], dim=1)
         item = torch.cat([x_i + h1_i + h2_i, *content_i], dim=1)
         return {"user": user, "item": item}

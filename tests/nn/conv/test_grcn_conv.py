@@ -87,3 +87,16 @@ def test_coo_input_refused_and_repr():
     with pytest.raises(ValueError, match="sparse_csr"):
         GRCNConv()((x_u, x_i), coo)
     assert str(GRCNConv()) == "GRCNConv()"
+
+
+def test_sparse_path_gradients_at_the_nonzeros_only():
+    """The CSR path's custom backward (value gradient per stored entry) passes gradcheck."""
+    from mmgraph.nn.conv.grcn_conv import _AttentionSpmm
+
+    x_u, _ = make(3)
+    adj = csr(ui_edges(), U, I)
+    crow, col = adj.crow_indices(), adj.col_indices()
+    rows = torch.repeat_interleave(torch.arange(I), crow.diff())
+    values = torch.rand(col.numel(), dtype=torch.float64, requires_grad=True)
+    x_u.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v, x: _AttentionSpmm.apply(crow, col, rows, v, x), (values, x_u))
