@@ -31,7 +31,7 @@ KERNELS = ("tanh", "linear")
 class TanhCorrelation(torch.autograd.Function):
     r"""``out = (1/n_k) · tanh(scale · Q Kᵀ) V`` in tiles, with recomputation.
 
-    Tiles are ``rows × block`` with ``rows = max(1, 2**18 // block)`` (about 1 MB of float32,
+    Tiles are ``rows × block`` with ``rows = max(1, 2**20 // block)`` (about 4 MB of float32,
     so each tile stays in cache between the matrix product and the elementwise pass);
     nothing of size ``n_q × n_k`` is kept.
 
@@ -61,7 +61,7 @@ class TanhCorrelation(torch.autograd.Function):
 
     @staticmethod
     def _rows(block: int) -> int:
-        return max(1, (1 << 18) // block)
+        return max(1, (1 << 20) // block)
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float, block: int) -> Tensor:  # noqa: D102
@@ -133,7 +133,7 @@ def cross_modal_correlation(q: Tensor, k: Tensor, v: Tensor, kernel: str = "tanh
         k: keys ``[n_k, d]``.
         v: values ``[n_k, d_v]``.
         kernel: ``'tanh'`` or ``'linear'``. (default: ``'tanh'``)
-        block_size: columns per tile of the tanh kernel (a tile holds about ``max(block_size, 2**18)``
+        block_size: columns per tile of the tanh kernel (a tile holds about ``max(block_size, 2**20)``
             entries). (default: ``2048``)
         qk_norm: L2-normalise the rows of ``q`` and ``k`` and drop the :math:`1/\sqrt{d}`, so the
             correlation is :math:`\kappa(\cos(q_i, k_j))` with entries in ``[-1, 1]`` for both
