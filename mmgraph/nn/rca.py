@@ -37,20 +37,20 @@ class TanhCorrelation(torch.autograd.Function):
 
     **tanh through the logistic function.** PyTorch's CPU ``tanh`` costs about five times
     its ``sigmoid`` per element, which made the elementwise passes as expensive as the
-    matrix products. With :math:`P = \sigma(2 z)` and :math:`	anh z = 2P - 1`, the affine
+    matrix products. With :math:`P = \sigma(2 z)` and :math:`\tanh z = 2P - 1`, the affine
     part is folded into the products, so each tile needs one ``sigmoid`` and no other
     full-tile pass in the forward:
 
     .. math::
-        \mathrm{out}_B = 	frac{1}{n_k}\Big(2 \sum_C P_{BC} V_C - \mathbf{1} 	extstyle\sum_j v_j^	op\Big)
+        \mathrm{out}_B = \tfrac{1}{n_k}\Big(2 \sum_C P_{BC} V_C - \mathbf{1} \textstyle\sum_j v_j^\top\Big)
 
-    Backward (``G`` = incoming gradient divided by ``n_k``, :math:`	anh' = 1 - T^2 = 4P(1 - P)`):
+    Backward (``G`` = incoming gradient divided by ``n_k``, :math:`\tanh' = 1 - T^2 = 4P(1 - P)`):
 
     .. math::
-        \partial V_C = 2 \sum_B P_{BC}^	op G_B - \mathbf{1}	extstyle\sum_i g_i^	op, \quad
-        S = (G_B V_C^	op) \odot P (1 - P), \quad
+        \partial V_C = 2 \sum_B P_{BC}^\top G_B - \mathbf{1}\textstyle\sum_i g_i^\top, \quad
+        S = (G_B V_C^\top) \odot P (1 - P), \quad
         \partial Q_B \mathrel{+}= 4\,\mathrm{scale}\; S K_C, \quad
-        \partial K_C \mathrel{+}= 4\,\mathrm{scale}\; S^	op Q_B
+        \partial K_C \mathrel{+}= 4\,\mathrm{scale}\; S^\top Q_B
 
     Outputs and gradients equal the dense ``tanh`` computation up to float rounding
     (absolute error of ``2P - 1`` ≈ one unit in the last place of 1).
