@@ -11,7 +11,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.typing import EdgeType, NodeType
 
 from mmgraph.graph.build import GraphSpec
-from mmgraph.typing import IU, UI, BPRBatch
+from mmgraph.typing import ITEM, IU, UI, BPRBatch
 
 
 class GraphRecommender(torch.nn.Module, abc.ABC):
@@ -68,6 +68,36 @@ class GraphRecommender(torch.nn.Module, abc.ABC):
     def train_graph(self, data: HeteroData, epoch: int) -> HeteroData:
         """The graph to train on in ``epoch`` (pure: must not modify ``data`` in place)."""
         return data
+
+    # ------------------------------------------------ trainable raw item features
+    def add_raw_features(self, modality_dims: dict[str, int]) -> None:
+        """Create trainable copies ``raw_features[m]`` ``[I, F_m]`` of the item features.
+
+        MMRec trains the raw features in several models (LATTICE, FREEDOM, BM3, MGCN). They
+        are zeros until :meth:`load_raw_features` (call it from :meth:`init_from_data`);
+        :meth:`loaded_raw_features` refuses to hand them out before that.
+        """
+        self.raw_features = torch.nn.ParameterDict(
+            {m: torch.nn.Parameter(torch.zeros(self.num_items, int(d))) for m, d in modality_dims.items()})
+        self.register_buffer("raw_features_loaded", torch.tensor(False))
+
+    @torch.no_grad()
+    def load_raw_features(self, data: HeteroData) -> None:
+        """Copy ``data['item'].x_<m>`` into the tables made by :meth:`add_raw_features`."""
+        for m, p in self.raw_features.items():
+            x = data[ITEM][f"x_{m}"]
+            if x.shape != p.shape:
+                raise ValueError(f"{type(self).__name__}: data['item'].x_{m} has shape {tuple(x.shape)}, "
+                                 f"the model expects {tuple(p.shape)}")
+            p.copy_(x)
+        self.raw_features_loaded.fill_(True)
+
+    def loaded_raw_features(self) -> torch.nn.ParameterDict:
+        """The trainable feature tables; raises if :meth:`load_raw_features` has not run."""
+        if not bool(self.raw_features_loaded):
+            raise RuntimeError(f"{type(self).__name__}: call model.init_from_data(data) before the first "
+                               "forward (mmgraph.training.run does) to load the raw item features")
+        return self.raw_features
 
     def extra_repr(self) -> str:
         return f"num_users={self.num_users}, num_items={self.num_items}, embedding_dim={self.embedding_dim}"

@@ -99,9 +99,7 @@ class BM3(GraphRecommender):
         self.projections = torch.nn.ModuleDict(
             {m: torch.nn.Linear(int(modality_dims[m]), embedding_dim) for m in mods})
         if mods and train_raw_features:
-            self.raw_features = torch.nn.ParameterDict(
-                {m: torch.nn.Parameter(torch.zeros(num_items, int(modality_dims[m]))) for m in mods})
-            self.register_buffer("raw_features_loaded", torch.tensor(False))
+            self.add_raw_features({m: modality_dims[m] for m in mods})
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -111,18 +109,10 @@ class BM3(GraphRecommender):
             lin.reset_parameters()  # the bias keeps torch's default init, as MMRec
             torch.nn.init.xavier_normal_(lin.weight)
 
-    @torch.no_grad()
     def init_from_data(self, data: HeteroData) -> None:
         """Copy ``data['item'].x_<m>`` into the trainable raw features (when there are any)."""
-        if not (self.modalities and self.train_raw_features):
-            return
-        for m in self.modalities:
-            x = data[ITEM][f"x_{m}"]
-            if x.shape != self.raw_features[m].shape:
-                raise ValueError(f"BM3: data['item'].x_{m} has shape {tuple(x.shape)}, "
-                                 f"expected {tuple(self.raw_features[m].shape)}")
-            self.raw_features[m].copy_(x)
-        self.raw_features_loaded.fill_(True)
+        if self.modalities and self.train_raw_features:
+            self.load_raw_features(data)
 
     def online(self, data: HeteroData) -> tuple[Tensor, Tensor]:
         """Online embeddings before the predictor: ``(LGN_u [U, d], LGN_i + E_i^ID [I, d])``."""
@@ -133,10 +123,7 @@ class BM3(GraphRecommender):
     def features(self, data: HeteroData, m: str, items: Tensor) -> Tensor:
         """Projected features ``f^m`` of ``items``, ``[B, d]``."""
         if self.train_raw_features:
-            if not bool(self.raw_features_loaded):
-                raise RuntimeError("BM3: call model.init_from_data(data) before training "
-                                   "(mmgraph.training.run does) to load the raw item features")
-            x = self.raw_features[m][items]
+            x = self.loaded_raw_features()[m][items]
         else:
             x = data[ITEM][f"x_{m}"][items]
         return self.projections[m](x)

@@ -138,10 +138,7 @@ class FREEDOM(GraphRecommender):
         self.projections = torch.nn.ModuleDict(
             {m: torch.nn.Linear(int(modality_dims[m]), feat_embed_dim) for m in self.feat_modalities})
         if self.feat_modalities and train_raw_features:
-            self.raw_features = torch.nn.ParameterDict(
-                {m: torch.nn.Parameter(torch.zeros(num_items, int(modality_dims[m])))
-                 for m in self.feat_modalities})
-            self.register_buffer("raw_features_loaded", torch.tensor(False))
+            self.add_raw_features({m: modality_dims[m] for m in self.feat_modalities})
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -150,18 +147,10 @@ class FREEDOM(GraphRecommender):
         for lin in self.projections.values():
             lin.reset_parameters()
 
-    @torch.no_grad()
     def init_from_data(self, data: HeteroData) -> None:
         """Copy ``data['item'].x_<m>`` into the trainable raw features (when there are any)."""
-        if not (self.feat_modalities and self.train_raw_features):
-            return
-        for m in self.feat_modalities:
-            x = data[ITEM][f"x_{m}"]
-            if x.shape != self.raw_features[m].shape:
-                raise ValueError(f"FREEDOM: data['item'].x_{m} has shape {tuple(x.shape)}, "
-                                 f"expected {tuple(self.raw_features[m].shape)}")
-            self.raw_features[m].copy_(x)
-        self.raw_features_loaded.fill_(True)
+        if self.feat_modalities and self.train_raw_features:
+            self.load_raw_features(data)
 
     def forward(self, data: HeteroData) -> dict[str, Tensor]:
         e_user, e_item = self.backbone.user_emb.weight, self.backbone.item_emb.weight  # [U, d], [I, d]
@@ -174,10 +163,7 @@ class FREEDOM(GraphRecommender):
 
     def _feature(self, data: HeteroData, m: str, items: Tensor) -> Tensor:
         if self.train_raw_features:
-            if not bool(self.raw_features_loaded):
-                raise RuntimeError("FREEDOM: call model.init_from_data(data) before training "
-                                   "(mmgraph.training.run does) to load the raw item features")
-            x = self.raw_features[m][items]
+            x = self.loaded_raw_features()[m][items]
         else:
             x = data[ITEM][f"x_{m}"][items]
         return self.projections[m](x)  # [B, d']: rows of W_m x^m, computed for the batch only

@@ -161,10 +161,7 @@ class LATTICE(GraphRecommender):
                                       norm_order=norm_order, clamp_negative=clamp_negative,
                                       block_size=knn_block_size)
             if train_raw_features:
-                # filled by init_from_data(data); zeros until then (forward refuses to run)
-                self.raw_features = torch.nn.ParameterDict(
-                    {m: torch.nn.Parameter(torch.zeros(num_items, int(modality_dims[m]))) for m in self.modalities})
-                self.register_buffer("raw_features_loaded", torch.tensor(False))
+                self.add_raw_features({m: modality_dims[m] for m in self.modalities})  # filled by init_from_data
         if self.uses_item_graph:
             self.item_conv = KNNConv()
         self.reset_parameters()
@@ -177,28 +174,16 @@ class LATTICE(GraphRecommender):
         if self.uses_features:
             self.latent.reset_parameters()
 
-    @torch.no_grad()
     def init_from_data(self, data: HeteroData) -> None:
         """Copy the raw item features ``data['item'].x_<m>`` into the trainable feature parameters."""
-        if not (self.uses_features and self.train_raw_features):
-            return
-        for m in self.modalities:
-            x = data[ITEM][f"x_{m}"]
-            p = self.raw_features[m]
-            if x.shape != p.shape:
-                raise ValueError(f"LATTICE: data['item'].x_{m} has shape {tuple(x.shape)}, "
-                                 f"the model expects {tuple(p.shape)}")
-            p.copy_(x)
-        self.raw_features_loaded.fill_(True)
+        if self.uses_features and self.train_raw_features:
+            self.load_raw_features(data)
 
     # --------------------------------------------------------------- parts
     def _features(self, data: HeteroData) -> dict[str, Tensor]:
         if not self.train_raw_features:
             return {m: data[ITEM][f"x_{m}"] for m in self.modalities}
-        if not bool(self.raw_features_loaded):
-            raise RuntimeError("LATTICE: call model.init_from_data(data) before the first forward "
-                               "(mmgraph.training.run does) to load the raw item features")
-        return {m: self.raw_features[m] for m in self.modalities}
+        return dict(self.loaded_raw_features())
 
     def _fused_features(self, feats: dict[str, Tensor]) -> Tensor:
         z = self.latent.transform(feats)  # {m: [I, d']}

@@ -126,9 +126,7 @@ class MGCN(GraphRecommender):
         self.gate_prefer = torch.nn.ModuleDict({m: torch.nn.Linear(d, d) for m in modalities})  # fuser
         self.query = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.Tanh(), torch.nn.Linear(d, 1, bias=False))
         if train_raw_features:
-            self.raw_features = torch.nn.ParameterDict(
-                {m: torch.nn.Parameter(torch.zeros(num_items, int(modality_dims[m]))) for m in modalities})
-            self.register_buffer("raw_features_loaded", torch.tensor(False))
+            self.add_raw_features({m: modality_dims[m] for m in modalities})
         self.ui_conv = BipartiteLGConv()
         self.item_conv = KNNConv()
         self.reset_parameters()
@@ -144,25 +142,14 @@ class MGCN(GraphRecommender):
             if isinstance(layer, torch.nn.Linear):
                 layer.reset_parameters()
 
-    @torch.no_grad()
     def init_from_data(self, data: HeteroData) -> None:
         """Copy ``data['item'].x_<m>`` into the trainable raw features."""
-        if not self.train_raw_features:
-            return
-        for m in self.modalities:
-            x = data[ITEM][f"x_{m}"]
-            if x.shape != self.raw_features[m].shape:
-                raise ValueError(f"MGCN: data['item'].x_{m} has shape {tuple(x.shape)}, "
-                                 f"expected {tuple(self.raw_features[m].shape)}")
-            self.raw_features[m].copy_(x)
-        self.raw_features_loaded.fill_(True)
+        if self.train_raw_features:
+            self.load_raw_features(data)
 
     def _features(self, data: HeteroData, m: str) -> Tensor:
         if self.train_raw_features:
-            if not bool(self.raw_features_loaded):
-                raise RuntimeError("MGCN: call model.init_from_data(data) before use "
-                                   "(mmgraph.training.run does) to load the raw item features")
-            return self.raw_features[m]
+            return self.loaded_raw_features()[m]
         return data[ITEM][f"x_{m}"]
 
     def embeddings(self, data: HeteroData) -> tuple[Tensor, Tensor, Tensor]:

@@ -197,10 +197,7 @@ class ULF(GraphRecommender):
             self.user_latent.modality_logits.requires_grad_(False)
             self.user_conv = KNNConv()
         if train_raw_features:
-            # filled by init_from_data(data); zeros until then (forward refuses to run)
-            self.raw_features = torch.nn.ParameterDict(
-                {m: torch.nn.Parameter(torch.zeros(num_items, int(modality_dims[m]))) for m in modalities})
-            self.register_buffer("raw_features_loaded", torch.tensor(False))
+            self.add_raw_features({m: modality_dims[m] for m in modalities})  # filled by init_from_data
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -210,19 +207,10 @@ class ULF(GraphRecommender):
         if self.uses_user_graph:
             self.user_latent.reset_parameters()
 
-    @torch.no_grad()
     def init_from_data(self, data: HeteroData) -> None:
         """Copy the raw item features into the trainable feature parameters (``train_raw_features``)."""
-        if not self.train_raw_features:
-            return
-        for m in self.modalities:
-            x = data[ITEM][f"x_{m}"]
-            p = self.raw_features[m]
-            if x.shape != p.shape:
-                raise ValueError(f"ULF: data['item'].x_{m} has shape {tuple(x.shape)}, "
-                                 f"the model expects {tuple(p.shape)}")
-            p.copy_(x)
-        self.raw_features_loaded.fill_(True)
+        if self.train_raw_features:
+            self.load_raw_features(data)
 
     # --------------------------------------------------------------- parts
     def user_features(self, data: HeteroData) -> tuple[Tensor, Tensor]:
@@ -242,10 +230,7 @@ class ULF(GraphRecommender):
     def _item_features(self, data: HeteroData) -> dict[str, Tensor]:
         if not self.train_raw_features:
             return {m: data[ITEM][f"x_{m}"] for m in self.modalities}
-        if not bool(self.raw_features_loaded):
-            raise RuntimeError("ULF: call model.init_from_data(data) before the first forward "
-                               "(mmgraph.training.run does) to load the raw item features")
-        return {m: self.raw_features[m] for m in self.modalities}
+        return dict(self.loaded_raw_features())
 
     def _initial(self, data: HeteroData, et, n: int) -> tuple[Tensor, Tensor]:
         """An initial kNN graph (un-normalised in ``data``), clamped, and normalised if the order needs it."""
