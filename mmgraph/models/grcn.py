@@ -9,7 +9,7 @@ from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
 from mmgraph.models.base import GraphRecommender
-from mmgraph.models.mmgcn import resolve_modalities, visual_slot
+from mmgraph.models.mmgcn import bpr_and_id_reg, resolve_modalities, visual_slot
 from mmgraph.nn.conv import BipartiteLGConv
 from mmgraph.nn.conv.grcn_conv import GRCNConv
 from mmgraph.typing import ITEM, IU, UI, BPRBatch
@@ -169,16 +169,7 @@ class GRCN(GraphRecommender):
         return {"user": user, "item": item}
 
     def loss(self, data: HeteroData, batch: BPRBatch) -> dict[str, Tensor]:
-        emb = self(data)
-        u = emb["user"][batch.users]
-        pos = (u * emb["item"][batch.pos_items]).sum(-1)
-        neg = (u * emb["item"][batch.neg_items]).sum(-1)
-        bpr = -F.logsigmoid(pos - neg).mean()
-        U = self.num_users
-        id_u = self.id_embedding[batch.users].pow(2)
-        id_pos = self.id_embedding[U + batch.pos_items].pow(2)
-        id_neg = self.id_embedding[U + batch.neg_items].pow(2)
-        reg = (2 * id_u.sum() + id_pos.sum() + id_neg.sum()) / (2 * id_u.numel())  # mean over 2B rows
+        bpr, reg = bpr_and_id_reg(self(data), self.id_embedding, self.num_users, batch)
         if self.visual is not None:
             reg = reg + self.preference[self.visual].pow(2).mean()
         for m in self.modalities:

@@ -51,6 +51,23 @@ def resolve_modalities(name: str, modality_dims: dict[str, int], modalities: Seq
     return mods
 
 
+def bpr_and_id_reg(emb: dict[str, Tensor], id_embedding: Tensor, num_users: int,
+                   batch: BPRBatch) -> tuple[Tensor, Tensor]:
+    """MMGCN's and GRCN's BPR (``-log σ``) and ID-embedding term of MMRec.
+
+    ``id_embedding`` stacks users then items ``[U + I, d]``; the term is the mean over the 2B
+    rows ``(u, i)`` and ``(u, j)`` of ``E[u]² + E[item]²``. Returns ``(bpr, reg)``.
+    """
+    u = emb["user"][batch.users]
+    pos = (u * emb["item"][batch.pos_items]).sum(-1)
+    neg = (u * emb["item"][batch.neg_items]).sum(-1)
+    bpr = -F.logsigmoid(pos - neg).mean()
+    id_u = id_embedding[batch.users].pow(2)
+    id_pos = id_embedding[num_users + batch.pos_items].pow(2)
+    id_neg = id_embedding[num_users + batch.neg_items].pow(2)
+    return bpr, (2 * id_u.sum() + id_pos.sum() + id_neg.sum()) / (2 * id_u.numel())
+
+
 class MMGCN(GraphRecommender):
     r"""MMGCN from `"MMGCN: Multi-modal Graph Convolution Network for Personalized
     Recommendation of Micro-video" <https://arxiv.org/abs/1908.10195>`_ (ACM MM'19), as MMRec's
@@ -204,17 +221,7 @@ class MMGCN(GraphRecommender):
         return {"user": rep_u / K, "item": rep_i / K}
 
     def loss(self, data: HeteroData, batch: BPRBatch) -> dict[str, Tensor]:
-        emb = self(data)
-        u = emb["user"][batch.users]
-        pos = (u * emb["item"][batch.pos_items]).sum(-1)
-        neg = (u * emb["item"][batch.neg_items]).sum(-1)
-        bpr = -F.logsigmoid(pos - neg).mean()
-        U = self.num_users
-        id_u = self.id_embedding[batch.users].pow(2)
-        id_pos = self.id_embedding[U + batch.pos_items].pow(2)
-        id_neg = self.id_embedding[U + batch.neg_items].pow(2)
-        # mean over the 2B rows (u, i) and (u, j) of E[u]^2 + E[item]^2
-        reg = (2 * id_u.sum() + id_pos.sum() + id_neg.sum()) / (2 * id_u.numel())
+        bpr, reg = bpr_and_id_reg(self(data), self.id_embedding, self.num_users, batch)
         for m in self.preference_reg_modalities:
             reg = reg + self.preference(m).pow(2).mean()
         return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}
