@@ -87,6 +87,9 @@ class Trainer:
         resume: continue from ``last.pt`` (see :meth:`fit`). (default: ``False``)
         checkpoint_every: write ``last.pt`` every this many epochs (0: never). (default: ``1``)
         progress: show a per-batch progress bar (``None``: only on a terminal).
+        log_every_s: without a progress bar (logs, batch jobs), log a progress line (batch, loss,
+            seconds per batch, epoch ETA) at most this often during an epoch; ``0`` turns it off.
+            (default: ``60``)
     """
 
     def __init__(
@@ -105,12 +108,15 @@ class Trainer:
         resume: bool = False,
         checkpoint_every: int = 1,
         progress: bool | None = None,
+        log_every_s: float = 60.0,
     ) -> None:
         if monitor.startswith("test"):
             raise ValueError(f"monitor={monitor!r}: selection must use a validation metric")
         monitor = monitor.removeprefix("valid/")
         if max_epochs < 1 or eval_every < 1 or patience < 0 or train_batch_size < 1:
             raise ValueError("max_epochs, eval_every and train_batch_size must be >= 1, patience >= 0")
+        if log_every_s < 0:
+            raise ValueError(f"log_every_s={log_every_s}: must be >= 0 (0 turns progress lines off)")
         self.max_epochs = max_epochs
         self.patience = patience
         self.eval_every = eval_every
@@ -125,6 +131,7 @@ class Trainer:
         self.resume = resume
         self.checkpoint_every = checkpoint_every
         self.progress = progress
+        self.log_every_s = log_every_s
         metric_names = [f"{m}@{k}" for m in self.evaluator.metrics for k in self.evaluator.ks]
         if monitor not in metric_names:
             raise ValueError(f"monitor={monitor!r} is not computed by the evaluator ({metric_names})")
@@ -198,6 +205,8 @@ class Trainer:
                 terms: dict[str, float] = {}
                 bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}", leave=False,
                            disable=(not self.progress) if self.progress is not None else None)
+                log_progress = bool(bar.disable) and self.log_every_s > 0
+                last_log = time.perf_counter()
                 for b in bar:
                     sl = slice(b * self.train_batch_size, (b + 1) * self.train_batch_size)
                     batch = BPRBatch(*(t[sl] for t in batch_all)).to(device)
@@ -217,6 +226,13 @@ class Trainer:
                         terms[k] = terms.get(k, 0.0) + float(v.detach())
                     if b % 10 == 0:
                         bar.set_postfix(loss=f"{terms['loss'] / (b + 1):.4f}")
+                    now = time.perf_counter()
+                    if log_progress and now - last_log >= self.log_every_s and b + 1 < n_batches:
+                        last_log = now
+                        per = (now - t1) / (b + 1)
+                        log.info("epoch %d | batch %d/%d | loss %.5f | %.2fs/batch | epoch ETA %s",
+                                 epoch + 1, b + 1, n_batches, terms["loss"] / (b + 1), per,
+                                 _fmt_s(per * (n_batches - b - 1)))
                 bar.close()
                 sched.step()
                 t_train = time.perf_counter() - t1

@@ -161,3 +161,25 @@ def test_bad_dataset_fails_clearly_and_writes_nothing(tmp_path):
         run(cfg, output_dir=out)
     assert not [p for p in out.rglob("*") if p.is_file()]
     assert not (tmp_path / "cache").exists()
+
+
+def test_progress_lines_in_logs_without_a_bar(cfg_tiny, tmp_path, caplog):
+    """Batch jobs have no progress bar: the trainer logs batch, loss, s/batch and the epoch ETA."""
+    cfg = cfg_tiny("model=lightgcn", "trainer.max_epochs=1", "trainer.progress=false",
+                   "trainer.train_batch_size=32", "trainer.log_every_s=1e-9")
+    with caplog.at_level("INFO", logger="mmgraph.training.trainer"):
+        run(cfg, output_dir=tmp_path / "on")
+    lines = [r.getMessage() for r in caplog.records if "| batch " in r.getMessage()]
+    assert len(lines) >= 2, lines
+    assert lines[0].startswith("epoch 1 | batch 1/") and "s/batch" in lines[0] and "epoch ETA" in lines[0]
+    total = int(lines[0].split("/")[1].split()[0])
+    assert all(int(line.split("batch ")[1].split("/")[0]) < total for line in lines)  # never the last
+
+    caplog.clear()
+    cfg = cfg_tiny("model=lightgcn", "trainer.max_epochs=1", "trainer.progress=false",
+                   "trainer.train_batch_size=32", "trainer.log_every_s=0")
+    with caplog.at_level("INFO", logger="mmgraph.training.trainer"):
+        run(cfg, output_dir=tmp_path / "off")
+    assert not [r for r in caplog.records if "| batch " in r.getMessage()]
+    with pytest.raises(ValueError, match="log_every_s"):
+        Trainer(log_every_s=-1)
