@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -120,3 +121,26 @@ def check_requirements(model: GraphRecommender, data: HeteroData) -> None:
     missing_m = [m for m in model.required_modalities if m not in mods]
     if missing_m:
         raise ValueError(f"{type(model).__name__} needs modalities {missing_m}; the dataset has {mods}")
+
+
+def resolve_modalities(model: str, modality_dims: Mapping[str, int], modalities: Sequence[str] | None,
+                       *, default: Sequence[str] | None = None, allow_empty: bool = False) -> list[str]:
+    """The modalities a model uses, checked against the dataset's.
+
+    ``modalities`` as given (a config's ``model.modalities``), or when it is ``None`` ``default``
+    (itself ``None``: the dataset's order). Raises ``ValueError`` naming ``model`` when the list
+    is empty (unless ``allow_empty``: a model that degrades to pure CF), names a modality the
+    dataset lacks, or repeats one.
+    """
+    if modalities is not None:
+        mods = list(modalities)
+    else:
+        mods = list(modality_dims) if default is None else list(default)
+    if not mods and not allow_empty:
+        raise ValueError(f"{model} needs at least one modality")
+    unknown = [m for m in mods if m not in modality_dims]
+    if unknown:
+        raise ValueError(f"{model} modalities {unknown} are not in the dataset's {list(modality_dims)}")
+    if len(set(mods)) != len(mods):
+        raise ValueError(f"{model} modalities {mods} repeat a modality")
+    return mods

@@ -8,7 +8,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
-from mmgraph.models.base import GraphRecommender
+from mmgraph.models.base import GraphRecommender, resolve_modalities
 from mmgraph.models.lightgcn import LightGCN
 from mmgraph.nn.losses import emb_loss
 from mmgraph.typing import ITEM, IU, UI, BPRBatch
@@ -83,10 +83,7 @@ class BM3(GraphRecommender):
         super().__init__(num_users, num_items, embedding_dim=embedding_dim, graph=graph)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        mods = list(modality_dims) if modalities is None else list(modalities)
-        unknown = [m for m in mods if m not in modality_dims]
-        if unknown:
-            raise ValueError(f"BM3: modalities {unknown} not in the dataset's {list(modality_dims)}")
+        mods = resolve_modalities("BM3", modality_dims, modalities, allow_empty=True)
         self.modalities = mods
         self.required_modalities = tuple(mods)  # type: ignore[misc]
         self.dropout = dropout

@@ -12,9 +12,9 @@ from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
 from mmgraph.graph.norm import to_adj_t
-from mmgraph.models.base import GraphRecommender, edge_inputs
+from mmgraph.models.base import GraphRecommender, edge_inputs, resolve_modalities
 from mmgraph.models.lightgcn import lightgcn_propagate
-from mmgraph.models.mmgcn import resolve_modalities
+from mmgraph.models.mmgcn import mmrec_modality_order
 from mmgraph.nn.conv import BipartiteLGConv, KNNConv
 from mmgraph.typing import ITEM, IU, UI, USER, UU, BPRBatch
 
@@ -146,7 +146,8 @@ class DualGNN(GraphRecommender):
         super().__init__(num_users, num_items, embedding_dim=embedding_dim, graph=graph)
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}")
-        mods = resolve_modalities("DualGNN", modality_dims, modalities)
+        mods = resolve_modalities("DualGNN", modality_dims, modalities,
+                                  default=mmrec_modality_order(modality_dims))
         self.modalities = mods
         self.num_layers = num_layers
         self.user_knn_k = user_knn_k

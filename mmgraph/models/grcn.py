@@ -8,8 +8,8 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
-from mmgraph.models.base import GraphRecommender
-from mmgraph.models.mmgcn import bpr_and_id_reg, resolve_modalities, visual_slot
+from mmgraph.models.base import GraphRecommender, resolve_modalities
+from mmgraph.models.mmgcn import bpr_and_id_reg, mmrec_modality_order, visual_slot
 from mmgraph.nn.conv import BipartiteLGConv
 from mmgraph.nn.conv.grcn_conv import GRCNConv
 from mmgraph.typing import ITEM, IU, UI, BPRBatch
@@ -110,7 +110,8 @@ class GRCN(GraphRecommender):
                          graph=graph if graph is not None else GraphSpec(ui_norm="none"))
         if num_routing < 0:
             raise ValueError(f"num_routing must be >= 0, got {num_routing}")
-        mods = resolve_modalities("GRCN", modality_dims, modalities)
+        mods = resolve_modalities("GRCN", modality_dims, modalities,
+                                  default=mmrec_modality_order(modality_dims))
         self.modalities = mods
         self.latent_dim = latent_dim
         self.num_routing = num_routing

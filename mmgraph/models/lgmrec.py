@@ -8,7 +8,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
-from mmgraph.models.base import GraphRecommender, edge_inputs
+from mmgraph.models.base import GraphRecommender, edge_inputs, resolve_modalities
 from mmgraph.models.lightgcn import LightGCN
 from mmgraph.nn.conv import SoftHypergraphConv
 from mmgraph.nn.losses import emb_loss
@@ -144,10 +144,7 @@ class LGMRec(GraphRecommender):
             raise ValueError(f"temperature must be positive, got {temperature}")
         if self.graph_spec.ui_norm != "sym":
             raise ValueError("LGMRec propagates on LightGCN's graph: graph.ui_norm must be 'sym'")
-        mods = list(modality_dims) if modalities is None else list(modalities)
-        unknown = [m for m in mods if m not in modality_dims]
-        if unknown:
-            raise ValueError(f"LGMRec: modalities {unknown} not in the dataset's {list(modality_dims)}")
+        mods = resolve_modalities("LGMRec", modality_dims, modalities)
         self.modalities = mods
         self.required_modalities = tuple(mods)  # type: ignore[misc]
         self.cf_model = cf_model

@@ -8,7 +8,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
-from mmgraph.models.base import GraphRecommender, edge_inputs
+from mmgraph.models.base import GraphRecommender, edge_inputs, resolve_modalities
 from mmgraph.models.lightgcn import lightgcn_propagate
 from mmgraph.nn.conv import BipartiteLGConv, KNNConv
 from mmgraph.nn.losses import info_nce, l2_reg
@@ -93,12 +93,7 @@ class MGCN(GraphRecommender):
                  reg_weight: float = 1e-4, cl_weight: float = 1e-3, cl_temperature: float = 0.2,
                  train_raw_features: bool = True, modalities: list[str] | None = None,
                  graph: GraphSpec | None = None) -> None:
-        modalities = list(modality_dims) if modalities is None else list(modalities)
-        if not modalities:
-            raise ValueError("MGCN needs at least one modality")
-        unknown = [m for m in modalities if m not in modality_dims]
-        if unknown:
-            raise ValueError(f"MGCN modalities {unknown} are not in the dataset's {list(modality_dims)}")
+        modalities = resolve_modalities("MGCN", modality_dims, modalities)
         if graph is None:
             graph = GraphSpec(ui_norm="sym", item_knn_k=knn_k, item_knn_loop=True, item_knn_weighted=True,
                               item_knn_norm="sym", modality_weights={m: 0.0 for m in modalities},

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
-from mmgraph.models.base import GraphRecommender, edge_inputs
+from mmgraph.models.base import GraphRecommender, edge_inputs, resolve_modalities
 from mmgraph.nn.conv.mmgcn_conv import MMGCNConv
 from mmgraph.typing import ITEM, IU, UI, BPRBatch
 
@@ -36,19 +36,6 @@ def mmrec_modality_order(modalities: Sequence[str]) -> list[str]:
 def visual_slot(order: Sequence[str]) -> str | None:
     """The modality in MMRec's visual slot: the first of :func:`mmrec_modality_order`, unless it is text."""
     return order[0] if order and order[0] != "text" else None
-
-
-def resolve_modalities(name: str, modality_dims: dict[str, int], modalities: Sequence[str] | None) -> list[str]:
-    """``modalities`` (checked against the dataset) or all of the dataset's in MMRec's slot order."""
-    mods = mmrec_modality_order(modality_dims) if modalities is None else list(modalities)
-    if not mods:
-        raise ValueError(f"{name} needs at least one modality")
-    unknown = [m for m in mods if m not in modality_dims]
-    if unknown:
-        raise ValueError(f"{name} modalities {unknown} are not in the dataset's {list(modality_dims)}")
-    if len(set(mods)) != len(mods):
-        raise ValueError(f"{name} modalities {mods} repeat a modality")
-    return mods
 
 
 def bpr_and_id_reg(emb: dict[str, Tensor], id_embedding: Tensor, num_users: int,
@@ -143,7 +130,8 @@ class MMGCN(GraphRecommender):
         super().__init__(num_users, num_items, embedding_dim=embedding_dim, graph=graph)
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        mods = resolve_modalities("MMGCN", modality_dims, modalities)
+        mods = resolve_modalities("MMGCN", modality_dims, modalities,
+                                  default=mmrec_modality_order(modality_dims))
         vis = visual_slot(mods)
         if latent_dims is None:
             latent_dims = {vis: 256} if vis is not None else {}

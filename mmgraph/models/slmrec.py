@@ -8,9 +8,9 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
-from mmgraph.models.base import GraphRecommender
+from mmgraph.models.base import GraphRecommender, resolve_modalities
 from mmgraph.models.lightgcn import lightgcn_propagate
-from mmgraph.models.mmgcn import resolve_modalities
+from mmgraph.models.mmgcn import mmrec_modality_order
 from mmgraph.nn.conv import BipartiteLGConv
 from mmgraph.nn.losses import info_nce
 from mmgraph.typing import ITEM, BPRBatch
@@ -105,7 +105,8 @@ class SLMRec(GraphRecommender):
             raise ValueError(f"SLMRec fusion must be one of {FUSIONS}, got {fusion!r}")
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}")
-        mods = resolve_modalities("SLMRec", modality_dims, modalities)
+        mods = resolve_modalities("SLMRec", modality_dims, modalities,
+                                  default=mmrec_modality_order(modality_dims))
         chain = default_fac_chain(mods) if fac_chain is None else list(fac_chain)
         if not chain or chain[0] is None:
             raise ValueError(f"SLMRec fac_chain must start with a modality, got {chain}")

@@ -12,7 +12,7 @@ from torch_geometric.data import HeteroData
 from mmgraph.graph.build import GraphSpec
 from mmgraph.graph.knn import scatter_mean_features
 from mmgraph.graph.norm import sym_norm
-from mmgraph.models.base import GraphRecommender
+from mmgraph.models.base import GraphRecommender, resolve_modalities
 from mmgraph.models.lightgcn import LightGCN
 from mmgraph.nn.conv import KNNConv
 from mmgraph.nn.latent_graph import EpochGraphCache, LatentGraph
@@ -140,12 +140,7 @@ class ULF(GraphRecommender):
                                      ("ulf_combine", ulf_combine, COMBINE), ("ui_norm", ui_norm, UI_NORMS)):
             if value not in allowed:
                 raise ValueError(f"ULF {name} must be one of {allowed}, got {value!r}")
-        modalities = list(modality_dims) if modalities is None else list(modalities)
-        if not modalities:
-            raise ValueError("ULF needs at least one modality")
-        unknown = [m for m in modalities if m not in modality_dims]
-        if unknown:
-            raise ValueError(f"ULF modalities {unknown} are not in the dataset's {list(modality_dims)}")
+        modalities = resolve_modalities("ULF", modality_dims, modalities)
         if user_modality is None:
             user_modality = DEFAULT_USER_MODALITY if DEFAULT_USER_MODALITY in modalities else modalities[0]
         if user_modality not in modality_dims:

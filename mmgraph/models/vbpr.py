@@ -10,7 +10,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
-from mmgraph.models.base import GraphRecommender
+from mmgraph.models.base import GraphRecommender, resolve_modalities
 from mmgraph.nn.losses import bpr_loss, emb_loss
 from mmgraph.typing import ITEM, BPRBatch
 
@@ -63,12 +63,7 @@ class VBPR(GraphRecommender):
                  embedding_dim: int = 64, reg_weight: float = 1e-4, modalities: list[str] | None = None,
                  graph: GraphSpec | None = None) -> None:
         super().__init__(num_users, num_items, embedding_dim=embedding_dim, graph=graph)
-        mods = list(modality_dims) if modalities is None else list(modalities)
-        unknown = [m for m in mods if m not in modality_dims]
-        if unknown:
-            raise ValueError(f"VBPR: modalities {unknown} not in the dataset's {list(modality_dims)}")
-        if not mods:
-            raise ValueError("VBPR needs at least one modality")
+        mods = resolve_modalities("VBPR", modality_dims, modalities)
         self.modalities = mods
         self.required_modalities = tuple(mods)  # type: ignore[misc]
         self.reg_weight = reg_weight

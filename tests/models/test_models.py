@@ -99,3 +99,19 @@ def test_steps_lower_the_loss(cfg_tiny, name):
         loss.backward()
         opt.step()
     assert float(loss.detach()) < first
+
+
+def test_resolve_modalities_one_check_for_every_model():
+    from mmgraph.models.base import resolve_modalities
+
+    dims = {"text": 384, "audio": 128}
+    assert resolve_modalities("M", dims, None) == ["text", "audio"]  # dataset order
+    assert resolve_modalities("M", dims, None, default=["audio", "text"]) == ["audio", "text"]
+    assert resolve_modalities("M", dims, ["audio"]) == ["audio"]
+    with pytest.raises(ValueError, match="M modalities \\['image'\\] are not in the dataset's"):
+        resolve_modalities("M", dims, ["image"])
+    with pytest.raises(ValueError, match="repeat"):
+        resolve_modalities("M", dims, ["text", "text"])
+    with pytest.raises(ValueError, match="M needs at least one modality"):
+        resolve_modalities("M", dims, [])
+    assert resolve_modalities("M", dims, [], allow_empty=True) == []
