@@ -1,6 +1,13 @@
 """Recommender models. Each file holds one model; configs point at it with ``_target_``."""
 
-from mmgraph.models.base import GraphRecommender, check_requirements, edge_inputs
+from mmgraph.models.base import (
+                                 GraphRecommender,
+                                 build_model,
+                                 check_requirements,
+                                 dataset_kwargs,
+                                 edge_inputs,
+                                 prepare_data,
+)
 from mmgraph.models.bm3 import BM3
 from mmgraph.models.bpr import BPR
 from mmgraph.models.crane import CRANE
@@ -18,5 +25,5 @@ from mmgraph.models.slmrec import SLMRec
 from mmgraph.models.ulf import ULF
 from mmgraph.models.vbpr import VBPR
 
-__all__ = ["GraphRecommender", "check_requirements", "edge_inputs", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR", "BM3", "LGMRec", "MGCN", "MMGCN",
+__all__ = ["GraphRecommender", "build_model", "check_requirements", "dataset_kwargs", "edge_inputs", "prepare_data", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR", "BM3", "LGMRec", "MGCN", "MMGCN",
            "GRCN", "SLMRec", "DualGNN"]

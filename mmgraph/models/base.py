@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -11,7 +13,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.typing import EdgeType, NodeType
 
-from mmgraph.graph.build import GraphSpec
+from mmgraph.graph.build import GraphSpec, build_graph
 from mmgraph.typing import ITEM, IU, UI, BPRBatch
 
 
@@ -121,6 +123,40 @@ def check_requirements(model: GraphRecommender, data: HeteroData) -> None:
     missing_m = [m for m in model.required_modalities if m not in mods]
     if missing_m:
         raise ValueError(f"{type(model).__name__} needs modalities {missing_m}; the dataset has {mods}")
+
+
+def dataset_kwargs(cls: type[GraphRecommender], data: HeteroData) -> dict[str, object]:
+    """The constructor arguments a dataset fixes: sizes, and ``modality_dims`` when ``cls`` takes it."""
+    kwargs: dict[str, object] = {"num_users": data["user"].num_nodes, "num_items": data["item"].num_nodes}
+    if "modality_dims" in inspect.signature(cls.__init__).parameters:
+        kwargs["modality_dims"] = {m: int(data["item"][f"x_{m}"].size(1)) for m in data.modalities}
+    return kwargs
+
+
+def prepare_data(model: GraphRecommender, data: HeteroData,
+                 cache_dir: str | Path | None = None) -> HeteroData:
+    """Build ``model``'s graphs on ``data`` (cached in ``cache_dir``), check them, initialise from data.
+
+    The three steps every entry point takes between constructing a model and training it; returns
+    the graph-carrying ``HeteroData`` to train and evaluate on.
+    """
+    data = build_graph(data, model.graph_spec, cache_dir=cache_dir)
+    check_requirements(model, data)
+    model.init_from_data(data)  # e.g. LATTICE's trainable raw features, LIRDRec's DCT input
+    return data
+
+
+def build_model(cls: type[GraphRecommender], data: HeteroData, *, cache_dir: str | Path | None = None,
+                **kwargs) -> tuple[GraphRecommender, HeteroData]:
+    """``cls`` sized for ``data`` with ``kwargs`` (typed: a wrong name fails), and ``data`` with its graphs.
+
+    The Python-API counterpart of ``experiments/train.py``'s model set-up::
+
+        data, split = load_mmrec("../shared/data", "lfm2k")
+        model, data = build_model(FREEDOM, data, reg_weight=1e-3)
+    """
+    model = cls(**dataset_kwargs(cls, data), **kwargs)
+    return model, prepare_data(model, data, cache_dir)
 
 
 def resolve_modalities(model: str, modality_dims: Mapping[str, int], modalities: Sequence[str] | None,

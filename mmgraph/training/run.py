@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import time
@@ -17,8 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmgraph.data.mmrec import DatasetError
 from mmgraph.data.split import SplitError
-from mmgraph.graph.build import build_graph
-from mmgraph.models.base import GraphRecommender, check_requirements
+from mmgraph.models.base import GraphRecommender, dataset_kwargs, prepare_data
 from mmgraph.training.trainer import ResumeError, Trainer
 from mmgraph.utils.io import atomic_write_json
 from mmgraph.utils.memory import peak_rss_mb
@@ -74,11 +72,7 @@ def find_resumable(out: Path, fingerprint: str) -> Path | None:
 
 
 def _model_kwargs(cfg: DictConfig, data) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"num_users": data["user"].num_nodes, "num_items": data["item"].num_nodes}
-    cls = get_class(cfg.model._target_)
-    if "modality_dims" in inspect.signature(cls.__init__).parameters:
-        kwargs["modality_dims"] = {m: int(data["item"][f"x_{m}"].size(1)) for m in data.modalities}
-    return kwargs
+    return dataset_kwargs(get_class(cfg.model._target_), data)
 
 
 def load_dataset(dataset_cfg: DictConfig):
@@ -103,9 +97,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     seed_everything(int(cfg.seed))
     data, split = load_dataset(cfg.dataset)
     model: GraphRecommender = instantiate(cfg.model, **_model_kwargs(cfg, data), _convert_="all")
-    data = build_graph(data, model.graph_spec, cache_dir=cfg.get("cache_dir"))
-    check_requirements(model, data)
-    model.init_from_data(data)  # parameters initialised from data (e.g. LATTICE's trainable raw features)
+    data = prepare_data(model, data, cfg.get("cache_dir"))
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model %s with %s trainable parameters", model, f"{n_params:,}")
 

@@ -8,18 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from mmgraph.data.sampler import UniformNegativeSampler
-from mmgraph.graph import build_graph
+from mmgraph.models.base import build_model
 from mmgraph.models.bm3 import BM3
 from mmgraph.typing import ITEM, UI, USER, BPRBatch
 
 
 def make(tiny_data, **kw):
     data, split = tiny_data
-    dims = {m: int(data[ITEM][f"x_{m}"].size(1)) for m in data.modalities}
     torch.manual_seed(0)
-    model = BM3(data[USER].num_nodes, data[ITEM].num_nodes, modality_dims=dims, **kw)
-    data = build_graph(data, model.graph_spec)
-    model.init_from_data(data)
+    model, data = build_model(BM3, data, **kw)
     return model, data, split
 
 

@@ -12,16 +12,15 @@ import torch.nn.functional as F
 from torch_geometric.data import HeteroData
 
 from mmgraph.graph import GraphSpec, build_graph, cointeraction_knn_graph, softmax_norm
+from mmgraph.models.base import build_model
 from mmgraph.models.dualgnn import DualGNN, mmrec_padded_user_graph
 from mmgraph.typing import ITEM, IU, UI, USER, UU, BPRBatch
 
 
 def make(tiny_data, **kw):
     data, split = tiny_data
-    dims = {m: int(data[ITEM][f"x_{m}"].size(1)) for m in data.modalities}
     torch.manual_seed(0)
-    model = DualGNN(data[USER].num_nodes, data[ITEM].num_nodes, modality_dims=dims, **kw)
-    data = build_graph(data, model.graph_spec)
+    model, data = build_model(DualGNN, data, **kw)
     return model, data, split
 
 

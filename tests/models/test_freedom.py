@@ -7,7 +7,8 @@ import torch
 from torch_geometric.data import HeteroData
 
 from mmgraph.data.sampler import UniformNegativeSampler
-from mmgraph.graph import GraphSpec, build_graph
+from mmgraph.graph import GraphSpec
+from mmgraph.models.base import build_model
 from mmgraph.models.freedom import FREEDOM, degree_sensitive_prune
 from mmgraph.typing import II, ITEM, IU, UI, USER
 
@@ -17,11 +18,8 @@ SPEC = GraphSpec(item_knn_k=5, item_knn_weighted=False, item_knn_norm="sym",
 
 def make(tiny_data, **kw):
     data, split = tiny_data
-    dims = {m: int(data[ITEM][f"x_{m}"].size(1)) for m in data.modalities}
     torch.manual_seed(0)
-    model = FREEDOM(data[USER].num_nodes, data[ITEM].num_nodes, modality_dims=dims, graph=SPEC, **kw)
-    data = build_graph(data, model.graph_spec)
-    model.init_from_data(data)
+    model, data = build_model(FREEDOM, data, graph=SPEC, **kw)
     return model, data, split
 
 

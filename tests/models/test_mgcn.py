@@ -6,18 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmgraph.graph import build_graph
+from mmgraph.models.base import build_model
 from mmgraph.models.mgcn import MGCN
 from mmgraph.typing import II, ITEM, USER, BPRBatch, item_knn_type
 
 
 def make(tiny_data, **kw):
     data, split = tiny_data
-    dims = {m: int(data[ITEM][f"x_{m}"].size(1)) for m in data.modalities}
     torch.manual_seed(0)
-    model = MGCN(data[USER].num_nodes, data[ITEM].num_nodes, modality_dims=dims, knn_k=4, **kw)
-    data = build_graph(data, model.graph_spec)
-    model.init_from_data(data)
+    model, data = build_model(MGCN, data, knn_k=4, **kw)
     return model, data, split
 
 

@@ -9,17 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from mmgraph.graph import build_graph
+from mmgraph.models.base import build_model
 from mmgraph.models.mmgcn import MMGCN, mmrec_modality_order, visual_slot
 from mmgraph.typing import ITEM, UI, USER, BPRBatch
 
 
 def make(tiny_data, **kw):
     data, split = tiny_data
-    dims = {m: int(data[ITEM][f"x_{m}"].size(1)) for m in data.modalities}
     torch.manual_seed(0)
-    model = MMGCN(data[USER].num_nodes, data[ITEM].num_nodes, modality_dims=dims, **kw)
-    data = build_graph(data, model.graph_spec)
-    model.init_from_data(data)
+    model, data = build_model(MMGCN, data, **kw)
     return model, data, split
 
 

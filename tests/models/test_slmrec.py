@@ -6,18 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmgraph.graph import build_graph
+from mmgraph.models.base import build_model
 from mmgraph.models.slmrec import SLMRec, default_fac_chain
 from mmgraph.typing import ITEM, UI, USER, BPRBatch
 
 
 def make(tiny_data, **kw):
     data, split = tiny_data
-    dims = {m: int(data[ITEM][f"x_{m}"].size(1)) for m in data.modalities}
     torch.manual_seed(0)
-    model = SLMRec(data[USER].num_nodes, data[ITEM].num_nodes, modality_dims=dims, **kw)
-    data = build_graph(data, model.graph_spec)
-    model.init_from_data(data)
+    model, data = build_model(SLMRec, data, **kw)
     return model, data, split
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mmgraph.data.sampler import UniformNegativeSampler
+from mmgraph.models.base import build_model
 from mmgraph.models.vbpr import VBPR
 from mmgraph.nn.losses import bpr_loss
 from mmgraph.typing import ITEM, USER
@@ -15,9 +16,8 @@ from mmgraph.typing import ITEM, USER
 
 def make(tiny_data, **kw):
     data, split = tiny_data
-    dims = {m: int(data[ITEM][f"x_{m}"].size(1)) for m in data.modalities}
     torch.manual_seed(0)
-    model = VBPR(data[USER].num_nodes, data[ITEM].num_nodes, modality_dims=dims, **kw)
+    model, data = build_model(VBPR, data, **kw)
     return model, data, split
 
 
