@@ -16,7 +16,7 @@ from mmgraph.models.lightgcn import LightGCN
 from mmgraph.models.ngcf import NGCF
 from mmgraph.nn.conv import KNNConv
 from mmgraph.nn.latent_graph import REFRESH, EpochGraphCache, LatentGraph
-from mmgraph.nn.losses import batch_bpr, l2_reg
+from mmgraph.nn.losses import bpr_l2_loss
 from mmgraph.typing import ITEM, IU, UI, BPRBatch, item_knn_type
 
 BACKBONES = ("lightgcn", "mf", "ngcf")
@@ -226,9 +226,7 @@ class LATTICE(GraphRecommender):
 
     def loss(self, data: HeteroData, batch: BPRBatch) -> dict[str, Tensor]:
         emb = self(data)
-        bpr, u, i, j = batch_bpr(emb["user"], emb["item"], batch)  # u, i, j: [B, d]
-        reg = l2_reg(u, i, j)
-        return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}
+        return bpr_l2_loss(emb["user"], emb["item"], batch, self.reg_weight)
 
     def train_graph(self, data: HeteroData, epoch: int) -> HeteroData:
         """A shallow copy of ``data`` with a fresh :class:`EpochGraphCache` (see the class docstring)."""

@@ -10,7 +10,7 @@ from torch_geometric.data import HeteroData
 from mmgraph.graph.build import GraphSpec
 from mmgraph.models.base import GraphRecommender, edge_inputs
 from mmgraph.nn.conv import NGCFConv
-from mmgraph.nn.losses import batch_bpr, l2_reg
+from mmgraph.nn.losses import bpr_l2_loss
 from mmgraph.typing import ITEM, IU, UI, USER, BPRBatch
 
 
@@ -97,9 +97,7 @@ class NGCF(GraphRecommender):
 
     def loss(self, data: HeteroData, batch: BPRBatch) -> dict[str, Tensor]:
         emb = self(data)
-        bpr, u, i, j = batch_bpr(emb["user"], emb["item"], batch)  # u, i, j: [B, d]
-        reg = l2_reg(u, i, j)
-        return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}
+        return bpr_l2_loss(emb["user"], emb["item"], batch, self.reg_weight)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", num_layers={self.num_layers}, mess_dropout={self.mess_dropout}"

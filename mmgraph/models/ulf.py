@@ -16,7 +16,7 @@ from mmgraph.models.base import GraphRecommender, resolve_modalities
 from mmgraph.models.lightgcn import LightGCN
 from mmgraph.nn.conv import KNNConv
 from mmgraph.nn.latent_graph import EpochGraphCache, LatentGraph
-from mmgraph.nn.losses import batch_bpr, l2_reg
+from mmgraph.nn.losses import bpr_l2_loss
 from mmgraph.typing import ITEM, IU, UI, UU, BPRBatch, item_knn_type
 
 #: ``graph_rebuild`` values and the :class:`EpochGraphCache` refresh each one uses.
@@ -285,9 +285,7 @@ class ULF(GraphRecommender):
 
     def loss(self, data: HeteroData, batch: BPRBatch) -> dict[str, Tensor]:
         emb = self(data)
-        bpr, u, i, j = batch_bpr(emb["user"], emb["item"], batch)  # u, i, j: [B, d]
-        reg = l2_reg(u, i, j)
-        return {"loss": bpr + self.reg_weight * reg, "bpr": bpr, "reg": reg}
+        return bpr_l2_loss(emb["user"], emb["item"], batch, self.reg_weight)
 
     def train_graph(self, data: HeteroData, epoch: int) -> HeteroData:
         """A shallow copy of ``data`` with a fresh :class:`EpochGraphCache` (see the class docstring)."""

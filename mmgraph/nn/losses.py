@@ -41,6 +41,18 @@ def l2_reg(*embeddings: Tensor) -> Tensor:
     return 0.5 * total / embeddings[-1].shape[0]  # type: ignore[operator]
 
 
+def bpr_l2_loss(user: Tensor, item: Tensor, batch: BPRBatch, reg_weight: float) -> dict[str, Tensor]:
+    r"""The loss terms of models trained with BPR + :func:`l2_reg` on the batch's final embeddings.
+
+    Returns ``{"loss": bpr + reg_weight · reg, "bpr": bpr, "reg": reg}`` (the model ``loss`` contract)
+    with ``(bpr, u, i, j) = batch_bpr(user, item, batch)`` and ``reg = l2_reg(u, i, j)``.
+    Used by NGCF, LATTICE and ULF.
+    """
+    bpr, u, i, j = batch_bpr(user, item, batch)  # u, i, j: [B, d]
+    reg = l2_reg(u, i, j)
+    return {"loss": bpr + reg_weight * reg, "bpr": bpr, "reg": reg}
+
+
 def info_nce(anchor: Tensor, positive: Tensor, temperature: float) -> Tensor:
     r"""In-batch InfoNCE with cosine similarity, one direction (anchor → positive).
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mmgraph.nn.losses import bpr_loss, emb_loss, l2_reg
+from mmgraph.typing import BPRBatch
 
 
 def test_bpr_loss_formula():
@@ -92,3 +93,17 @@ def test_l2_reg_gradient():
     a = torch.tensor([[1.0, -2.0], [3.0, 0.5]], requires_grad=True)
     l2_reg(a).backward()
     torch.testing.assert_close(a.grad, a.detach() / 2)  # d/da 0.5 * ||a||^2 / 2 = a / 2
+
+
+def test_bpr_l2_loss_is_batch_bpr_plus_weighted_l2():
+    from mmgraph.nn.losses import bpr_l2_loss
+
+    torch.manual_seed(0)
+    user, item = torch.randn(5, 3), torch.randn(7, 3)
+    batch = BPRBatch(torch.tensor([0, 4, 2]), torch.tensor([1, 6, 0]), torch.tensor([3, 2, 5]))
+    out = bpr_l2_loss(user, item, batch, reg_weight=0.1)
+    u, i, j = user[batch.users], item[batch.pos_items], item[batch.neg_items]
+    bpr = -torch.nn.functional.logsigmoid((u * i).sum(1) - (u * j).sum(1)).mean()
+    reg = 0.5 * (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum()) / 3
+    assert torch.allclose(out["bpr"], bpr) and torch.allclose(out["reg"], reg)
+    assert torch.allclose(out["loss"], bpr + 0.1 * reg)
