@@ -25,7 +25,7 @@ from mmgraph.utils.seed import seed_everything
 log = logging.getLogger(__name__)
 
 #: Trainer keys that may change between an interrupted run and its resumption.
-_RESUMABLE_KEYS = ("resume", "progress", "checkpoint_every", "device")
+_RESUMABLE_KEYS = ("resume", "progress", "log_every_s", "checkpoint_every", "device")
 
 
 def config_fingerprint(cfg: DictConfig) -> str:

@@ -183,3 +183,13 @@ def test_progress_lines_in_logs_without_a_bar(cfg_tiny, tmp_path, caplog):
     assert not [r for r in caplog.records if "| batch " in r.getMessage()]
     with pytest.raises(ValueError, match="log_every_s"):
         Trainer(log_every_s=-1)
+
+
+def test_fingerprint_ignores_output_only_trainer_keys(cfg_tiny):
+    """Resuming with another progress setting is allowed; another learning rate is not."""
+    from mmgraph.training.run import config_fingerprint
+
+    base = config_fingerprint(cfg_tiny("model=lightgcn"))
+    assert config_fingerprint(cfg_tiny("model=lightgcn", "trainer.log_every_s=5", "trainer.progress=false",
+                                       "trainer.device=cpu", "trainer.resume=true")) == base
+    assert config_fingerprint(cfg_tiny("model=lightgcn", "trainer.optimizer.lr=0.01")) != base
