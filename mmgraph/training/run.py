@@ -24,8 +24,10 @@ from mmgraph.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
 
-#: Trainer keys that may change between an interrupted run and its resumption.
-_RESUMABLE_KEYS = ("resume", "progress", "log_every_s", "checkpoint_every", "device")
+#: Trainer keys that may change between an interrupted run and its resumption: output and device
+#: settings, and the stopping rule (max_epochs, patience), which decides where a run ends but not
+#: what any epoch computes, so a capped run can be extended or cut short and tested.
+_RESUMABLE_KEYS = ("resume", "progress", "log_every_s", "checkpoint_every", "device", "max_epochs", "patience")
 
 
 def config_fingerprint(cfg: DictConfig) -> str:

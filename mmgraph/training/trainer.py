@@ -185,15 +185,20 @@ class Trainer:
             ckpt_path = Path(resume_from) if resume_from is not None else out / "last.pt"
             state = self._load(ckpt_path, fingerprint, model, opt, sched, gen)
             log.info("resumed from %s at epoch %d", ckpt_path, state["epoch"])
-        stopped = False
         start_epoch = state["epoch"]
+        # a resumed run that had early-stopped stays stopped (raise trainer.patience to go on)
+        stopped = state["bad_evals"] > self.patience
+        if start_epoch and (stopped or start_epoch >= self.max_epochs):
+            log.info("resumed run is finished (epoch %d, max_epochs %d, %d/%d evaluations without "
+                     "improvement): no more training", start_epoch, self.max_epochs, state["bad_evals"],
+                     self.patience)
 
         def save_last() -> None:
             if self.checkpoint_every:
                 self._save(out / "last.pt", fingerprint, model, opt, sched, gen, state)
 
         try:
-            for epoch in range(start_epoch, self.max_epochs):
+            for epoch in range(start_epoch, start_epoch if stopped else self.max_epochs):
                 t0 = time.perf_counter()
                 batch_all = sampler.epoch()
                 t_sample = time.perf_counter() - t0

@@ -193,3 +193,29 @@ def test_fingerprint_ignores_output_only_trainer_keys(cfg_tiny):
     assert config_fingerprint(cfg_tiny("model=lightgcn", "trainer.log_every_s=5", "trainer.progress=false",
                                        "trainer.device=cpu", "trainer.resume=true")) == base
     assert config_fingerprint(cfg_tiny("model=lightgcn", "trainer.optimizer.lr=0.01")) != base
+
+
+def test_resume_extends_or_ends_a_run_by_max_epochs(cfg_tiny, tmp_path):
+    """The stopping rule is not in the fingerprint: a capped run extended to 6 epochs equals a 6-epoch
+    run; resumed with a cap below its last epoch it trains nothing and is tested from its best state."""
+    args = ("model=lightgcn", "trainer.patience=50")
+    reference = run(cfg_tiny(*args, "trainer.max_epochs=6"), output_dir=tmp_path / "six")
+    run(cfg_tiny(*args, "trainer.max_epochs=4"), output_dir=tmp_path / "ext")
+    extended = run(cfg_tiny(*args, "trainer.max_epochs=6", "trainer.resume=true"), output_dir=tmp_path / "ext")
+    assert extended["resumed_from"] is not None
+    assert [h["valid"] for h in extended["history"]] == [h["valid"] for h in reference["history"]]
+    assert extended["test"] == reference["test"] and extended["best_epoch"] == reference["best_epoch"]
+
+    cut = run(cfg_tiny(*args, "trainer.max_epochs=3", "trainer.resume=true"), output_dir=tmp_path / "ext")
+    assert len(cut["history"]) == 6 and cut["test"] == reference["test"]
+
+
+def test_resuming_an_early_stopped_run_trains_nothing(cfg_tiny, tmp_path):
+    args = ("model=lightgcn", "trainer.patience=0", "trainer.max_epochs=200")
+    first = run(cfg_tiny(*args), output_dir=tmp_path)
+    assert first["stopped_early"] and len(first["history"]) < 200
+    again = run(cfg_tiny(*args, "trainer.resume=true"), output_dir=tmp_path)
+    assert len(again["history"]) == len(first["history"]) and again["test"] == first["test"]
+    more = run(cfg_tiny("model=lightgcn", "trainer.patience=2", "trainer.max_epochs=200", "trainer.resume=true"),
+               output_dir=tmp_path)
+    assert len(more["history"]) > len(first["history"])  # a larger patience goes on
