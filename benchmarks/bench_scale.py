@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         "loadavg_1m_start_end": [load0, os.getloadavg()[0]],
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
     }
-    out = args.out or REPO / "benchmarks" / "results" / f"scale_{cfg.model._target_.rsplit('.', 1)[-1].lower()}_{cfg.dataset.name}.json"
+    out = args.out or REPO / "benchmarks" / "results" / f"scale_{type(model).__name__.lower()}_{cfg.dataset.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(f"[bench_scale] epoch {'' if args.batches == 0 else '~'}{epoch_s:.0f}s "

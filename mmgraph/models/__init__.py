@@ -1,12 +1,12 @@
 """Recommender models. Each file holds one model; configs point at it with ``_target_``."""
 
 from mmgraph.models.base import (
-                                 GraphRecommender,
-                                 build_model,
-                                 check_requirements,
-                                 dataset_kwargs,
-                                 edge_inputs,
-                                 prepare_data,
+    GraphRecommender,
+    build_model,
+    check_requirements,
+    dataset_kwargs,
+    edge_inputs,
+    prepare_data,
 )
 from mmgraph.models.bm3 import BM3
 from mmgraph.models.bpr import BPR

@@ -9,8 +9,8 @@ import torch
 from hydra.utils import instantiate
 
 from mmgraph.data.sampler import UniformNegativeSampler
-from mmgraph.graph import GraphSpec, build_graph
-from mmgraph.models.base import check_requirements
+from mmgraph.graph import GraphSpec
+from mmgraph.models.base import prepare_data
 from mmgraph.models.lirdrec import LIRDRec
 from mmgraph.nn.pwc import pwc_weights
 from mmgraph.training.run import _model_kwargs
@@ -26,10 +26,7 @@ def make(tiny_data, graph=SPEC, dims=None, **kw):
     torch.manual_seed(0)
     model = LIRDRec(data[USER].num_nodes, data[ITEM].num_nodes, modality_dims=dims, embedding_dim=8,
                     graph=graph, **kw)
-    data = build_graph(data, model.graph_spec)
-    check_requirements(model, data)
-    model.init_from_data(data)
-    return model, data, split
+    return model, prepare_data(model, data), split
 
 
 def batches(split, n=3, size=32):

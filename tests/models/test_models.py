@@ -10,8 +10,7 @@ import torch
 from hydra.utils import instantiate
 
 from mmgraph.data.sampler import UniformNegativeSampler
-from mmgraph.graph import build_graph
-from mmgraph.models.base import GraphRecommender, check_requirements
+from mmgraph.models.base import GraphRecommender, prepare_data
 from mmgraph.training.run import _model_kwargs
 
 MODEL_CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "model").glob("*.yaml"))
@@ -25,9 +24,7 @@ def _setup(cfg_tiny, name):
     data, split = instantiate(cfg.dataset, _convert_="all")
     torch.manual_seed(0)
     model = instantiate(cfg.model, **_model_kwargs(cfg, data), _convert_="all")
-    data = build_graph(data, model.graph_spec, cache_dir=cfg.cache_dir)
-    check_requirements(model, data)
-    model.init_from_data(data)
+    data = prepare_data(model, data, cfg.cache_dir)
     batch = UniformNegativeSampler(split, torch.Generator().manual_seed(0)).epoch()
     batch = type(batch)(*(t[:64] for t in batch))
     return model, data, split, batch
