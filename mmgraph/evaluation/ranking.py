@@ -14,6 +14,10 @@ from mmgraph.evaluation.metrics import METRICS, compute
 from mmgraph.models.base import GraphRecommender
 
 
+class NonFiniteScoresError(FloatingPointError):
+    """A model's scores contain NaN or ``+inf``, so a ranking would be meaningless."""
+
+
 class FullRankingEvaluator:
     """Rank **all** items for every evaluated user and compute top-K metrics.
 
@@ -74,7 +78,8 @@ class FullRankingEvaluator:
             emb = model(data)  # the one forward of this evaluation
             # The default dot-product score gets the buffered fast path.
             dot = getattr(model.score, "__func__", None) is GraphRecommender.score
-            return self.evaluate_embeddings(None if dot else model.score, emb["user"], emb["item"], split, stage)
+            return self.evaluate_embeddings(None if dot else model.score, emb["user"], emb["item"], split, stage,
+                                            name=type(model).__name__)
         finally:
             model.train(was_training)
 
@@ -110,8 +115,13 @@ class FullRankingEvaluator:
         item_emb: Tensor,
         split: RecSplit,
         stage: Literal["valid", "test"],
+        name: str = "the model",
     ) -> dict[str, float]:
-        """Metrics from precomputed embeddings and a scoring function (``None``: dot product)."""
+        """Metrics from precomputed embeddings and a scoring function (``None``: dot product).
+
+        Raises :class:`NonFiniteScoresError` (naming ``name`` and the split) when a score is NaN or
+        ``+inf``: ranking them would report plausible metrics for a diverged model.
+        """
         if stage not in ("valid", "test"):
             raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
         device = item_emb.device
@@ -140,7 +150,12 @@ class FullRankingEvaluator:
                 starts = torch.cumsum(lens, 0) - lens  # row offsets in the gathered list
                 idx = torch.repeat_interleave(lo - starts, lens) + torch.arange(rows.numel(), device=device)
                 scores[rows, cols[idx]] = float("-inf")  # the user's excluded items
-            top = torch.topk(scores, kk, dim=1).indices  # [B, kk]
+            top_v, top = torch.topk(scores, kk, dim=1)  # [B, kk]; NaN and +inf sort first
+            if bool((torch.isnan(top_v) | (top_v == float("inf"))).any()):
+                raise NonFiniteScoresError(
+                    f"{name} produced non-finite scores (NaN or inf) on the {stage} split (users "
+                    f"{int(users[0])}..{int(users[-1])}): the model has diverged or its embeddings overflow; "
+                    "lower the learning rate or check the inputs")
             q = users.unsqueeze(1) * num_items + top
             pos = torch.searchsorted(gt_keys, q).clamp_max(gt_keys.numel() - 1)
             hits = gt_keys[pos] == q  # [B, kk]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
-from mmgraph.graph.norm import bipartite_norm, to_adj_t
 from mmgraph.models.base import GraphRecommender, edge_inputs
 from mmgraph.models.lightgcn import LightGCN
 from mmgraph.nn.conv import KNNConv
+from mmgraph.nn.drop_edge import degree_sample_edges, with_ui_graph
 from mmgraph.typing import II, ITEM, IU, UI, USER, BPRBatch
 
 
@@ -33,22 +31,9 @@ def degree_sensitive_prune(data: HeteroData, keep_ratio: float,
         keep_ratio: fraction of edges kept, ``1 − dropout`` in MMRec.
         generator: random generator of the sampling (default: torch's global one, as MMRec).
     """
-    if not 0.0 < keep_ratio <= 1.0:
-        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
     U, I = data[USER].num_nodes, data[ITEM].num_nodes
-    ei = data[UI].edge_index  # [2, E] (user, item)
-    w = bipartite_norm(ei, U, I)  # 1/sqrt(d_u d_i): the sampling weights
-    n_keep = int(ei.size(1) * keep_ratio)
-    idx = torch.multinomial(w, n_keep, replacement=False, generator=generator)  # [E']
-    kept = ei[:, idx]
-    kept_w = bipartite_norm(kept, U, I)  # re-normalised on the kept degrees
-    out = copy.copy(data)  # copies the stores: assignments below do not reach ``data``
-    out[UI].edge_index, out[UI].edge_weight = kept, kept_w
-    out[UI].adj_t = to_adj_t(kept, kept_w, U, I)
-    rev = kept.flip(0)
-    out[IU].edge_index, out[IU].edge_weight = rev, kept_w
-    out[IU].adj_t = to_adj_t(rev, kept_w, I, U)
-    return out
+    kept, kept_w = degree_sample_edges(data[UI].edge_index, U, I, keep_ratio, generator)
+    return with_ui_graph(data, kept, kept_w)
 
 
 class FREEDOM(GraphRecommender):

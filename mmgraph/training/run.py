@@ -9,15 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mmgraph.data.mmrec import DatasetError
 from mmgraph.data.split import SplitError
+from mmgraph.graph.build import tensor_digest
 from mmgraph.models.base import GraphRecommender, dataset_kwargs, prepare_data
-from mmgraph.training.trainer import ResumeError, Trainer
+from mmgraph.training.trainer import ResumeError, Trainer, load_checkpoint
 from mmgraph.utils.io import atomic_write_json
 from mmgraph.utils.memory import peak_rss_mb
 from mmgraph.utils.seed import seed_everything
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 #: Trainer keys that may change between an interrupted run and its resumption: output and device
 #: settings, and the stopping rule (max_epochs, patience), which decides where a run ends but not
 #: what any epoch computes, so a capped run can be extended or cut short and tested.
-_RESUMABLE_KEYS = ("resume", "progress", "log_every_s", "checkpoint_every", "device", "max_epochs", "patience")
+_RESUMABLE_KEYS = ("resume", "progress", "log_every_s", "checkpoint_every", "device", "max_epochs", "patience",
+                   "divergence_factor")
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
@@ -43,6 +44,33 @@ def config_fingerprint(cfg: DictConfig) -> str:
         "trainer": trainer,
     }
     return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def data_digests(data, split) -> dict[str, str]:
+    """Content hashes of what a run reads: each stage's interactions and each modality's features.
+
+    Stored in every checkpoint, so resuming after the data changed is refused with what changed
+    (paths alone would not notice an edited ``x_label`` or a regenerated feature file).
+    """
+    out = {f"{stage} interactions": tensor_digest(getattr(split, stage)) for stage in ("train", "valid", "test")}
+    out["sizes"] = f"{split.num_users} users x {split.num_items} items"
+    for key in sorted(k for k in data["item"].keys() if k.startswith("x_")):
+        out[f"{key[2:]} features"] = tensor_digest(data["item"][key])
+    return out
+
+
+def check_same_data(ckpt_path: Path, digests: dict[str, str]) -> None:
+    """Raise :class:`ResumeError` naming what changed when ``ckpt_path`` was written on other data."""
+    stored = load_checkpoint(ckpt_path).get("data")
+    if stored is None:
+        return  # written before data fingerprints existed: nothing to compare
+    changed = sorted(k for k in set(stored) | set(digests) if stored.get(k) != digests.get(k))
+    if changed:
+        detail = "; ".join(f"{k}: {stored[k]} -> {digests[k]}" if k == "sizes" and k in stored and k in digests
+                           else k for k in changed)
+        raise ResumeError(f"{ckpt_path}: the data changed since this checkpoint was written ({detail}); "
+                          "resuming would mix two datasets. Start a new run (another hydra.run.dir), or "
+                          "restore the original files")
 
 
 def _output_dir(cfg: DictConfig, output_dir: str | Path | None) -> Path:
@@ -65,8 +93,8 @@ def find_resumable(out: Path, fingerprint: str) -> Path | None:
         if ckpt.parent == out or (ckpt.parent / "metrics.json").is_file():
             continue
         try:
-            fp = torch.load(ckpt, map_location="cpu", weights_only=True).get("fingerprint")
-        except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not a candidate
+            fp = load_checkpoint(ckpt).get("fingerprint")
+        except ResumeError:  # an unreadable checkpoint is simply not a candidate
             continue
         if fp == fingerprint:
             candidates.append(ckpt)
@@ -105,16 +133,15 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
 
     trainer: Trainer = instantiate(cfg.trainer, _convert_="all")
     fingerprint = config_fingerprint(cfg)
-    resume_from = None
-    if trainer.resume:
-        resume_from = find_resumable(out, fingerprint)
-        if resume_from is None:
-            raise ResumeError(
-                f"trainer.resume=true but no unfinished run with this configuration was found in "
-                f"{out} or beside it in {out.parent}; pass hydra.run.dir=<the interrupted run's folder>"
-            )
+    digests = data_digests(data, split)
+    resume_from = _resume_point(trainer, out, fingerprint, digests)
+    if resume_from is not None and resume_from.parent != out:
+        log.info("continuing the interrupted run in %s (its checkpoints and metrics.json stay there)",
+                 resume_from.parent)
+        out = resume_from.parent
+    previous = _read_metrics(out / "metrics.json") if resume_from is not None else None
     fit = trainer.fit(model, data, split, out, seed=int(cfg.seed), fingerprint=fingerprint,
-                      resume_from=resume_from)
+                      resume_from=resume_from, meta={"data": digests})
     test, test_s = trainer.test(model, data, split, fit.best_state)  # the only test evaluation
     monitor = trainer.monitor
     log.info("best valid (epoch %d): %s", fit.best_epoch, _fmt(fit.best_valid))
@@ -141,9 +168,33 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         "resumed_from": str(resume_from) if resume_from else None,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    if previous is not None and fit.epochs_trained == 0:  # a finished run resumed: keep its measurements
+        for key in ("timing", "peak_rss_mb", "device"):
+            if key in previous:
+                metrics[key] = previous[key]
     atomic_write_json(out / "metrics.json", metrics)
     log.info("wrote %s", out / "metrics.json")
     return metrics
+
+
+def _resume_point(trainer: Trainer, out: Path, fingerprint: str, digests: dict[str, str]) -> Path | None:
+    """The checkpoint to resume from, or ``None`` (no ``trainer.resume``, or nothing to resume: start fresh)."""
+    if not trainer.resume:
+        return None
+    found = find_resumable(out, fingerprint)
+    if found is None:
+        log.warning("trainer.resume=true but no unfinished run with this configuration was found in %s or "
+                    "beside it in %s: starting a fresh run", out, out.parent)
+        return None
+    check_same_data(found, digests)
+    return found
+
+
+def _read_metrics(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _fmt(m: dict[str, float]) -> str:

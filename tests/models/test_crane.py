@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from mmgraph.data.mmrec import DatasetError
 from mmgraph.data.sampler import UniformNegativeSampler
 from mmgraph.graph import build_graph
-from mmgraph.models.crane import CACHE_ATTR, CRANE, OPS_ATTR, VARIANTS
+from mmgraph.models.crane import CACHE_ATTR, CRANE, OPS_ATTR, SETTING_ABLATIONS, VARIANTS
 from mmgraph.nn.user_profile import user_profiles
 from mmgraph.training.run import load_dataset
 from mmgraph.typing import ITEM, IU, UI
@@ -45,8 +45,37 @@ def test_train_graph_pure_seeded_and_dropped(tiny_data):
     torch.testing.assert_close(g0[IU].adj_t.to_dense(), g0[UI].adj_t.to_dense().t())
     # the user operators describe the FULL training graph
     assert torch.equal(getattr(g0, OPS_ATTR).edge_index, data[UI].edge_index)
-    no_drop = CRANE(model.num_users, model.num_items, modality_dims={"image": 8, "text": 6}, dropedge=False)
+    no_drop = CRANE(model.num_users, model.num_items, modality_dims={"image": 8, "text": 6}, dropedge="none")
     assert torch.equal(no_drop.train_graph(data, 0)[UI].edge_index, data[UI].edge_index)
+    with pytest.raises(ValueError, match="ambiguous"):
+        CRANE(model.num_users, model.num_items, modality_dims={"image": 8}, dropedge=False)
+
+
+def test_fixed_dropedge_keeps_the_ratio_and_prefers_low_degree_edges(tiny_data):
+    model, data, _ = setup(tiny_data, dropedge="fixed", dropedge_keep=0.25)
+    ei = data[UI].edge_index
+    g0, g0b = model.train_graph(data, 0), model.train_graph(data, 0)
+    assert g0[UI].edge_index.size(1) == int(ei.size(1) * 0.25)
+    assert torch.equal(g0[UI].edge_index, g0b[UI].edge_index)
+    kept = {tuple(e) for e in g0[UI].edge_index.t().tolist()}
+    assert kept <= {tuple(e) for e in ei.t().tolist()}  # a subset, no duplicates
+    assert len(kept) == g0[UI].edge_index.size(1)
+    # renormalised on the kept degrees: 1/sqrt(d~_u d~_i)
+    du = torch.bincount(g0[UI].edge_index[0], minlength=model.num_users).float()
+    di = torch.bincount(g0[UI].edge_index[1], minlength=model.num_items).float()
+    want = torch.rsqrt(du[g0[UI].edge_index[0]] * di[g0[UI].edge_index[1]])
+    torch.testing.assert_close(g0[UI].edge_weight, want)
+    # over many epochs, the kept frequency of an edge grows with 1/sqrt(d_u d_i)
+    counts = torch.zeros(ei.size(1))
+    index = {e: n for n, e in enumerate(map(tuple, ei.t().tolist()))}
+    for epoch in range(300):
+        for e in model.train_graph(data, epoch)[UI].edge_index.t().tolist():
+            counts[index[tuple(e)]] += 1
+    deg_u = torch.bincount(ei[0]).float()[ei[0]]
+    deg_i = torch.bincount(ei[1]).float()[ei[1]]
+    p = torch.rsqrt(deg_u * deg_i)
+    lo, hi = p <= p.quantile(0.25), p >= p.quantile(0.75)
+    assert counts[hi].mean() > counts[lo].mean()
 
 
 def test_item_graph_rows_and_gradient_schedule(tiny_data):
@@ -101,18 +130,112 @@ def test_evaluation_uses_full_graph(tiny_data):
     assert not torch.allclose(a["user"], c["user"])
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+#: Table 5 as model arguments (what experiment=crane_table5 sets), on top of the reference settings.
+TABLE5 = {
+    "crane": {},
+    "no_item_graph": {"num_ii_layers": 0},
+    "no_rca": {"rca_rounds": 1},
+    "no_attention": {"rca_rounds": 0},
+    "no_gcn": {"num_ui_layers": 0, "num_ii_layers": 0},
+    "no_cl": {"cl_weight": 0.0},
+    "no_dual_fusion": {"variant": "no_dual_fusion"},
+}
+REF = {"ui_conv": "lightgcn", "dropedge": "none", "semantic_input": "id_features", "cl_weight": 0.01,
+       "rca_kernel": "linear", "rca_qk_norm": True}
+
+
+@pytest.mark.parametrize("name", list(TABLE5))
 @pytest.mark.parametrize("kernel", ["tanh", "linear"])
-def test_variants_and_kernels_train(tiny_data, variant, kernel):
-    model, data, batch = setup(tiny_data, variant=variant, rca_kernel=kernel)
+def test_table5_variants_train_and_keep_both_views(tiny_data, name, kernel):
+    model, data, batch = setup(tiny_data, **{**REF, "rca_kernel": kernel, **TABLE5[name]})
     losses = model.loss(model.train_graph(data, 0), batch)
     assert torch.isfinite(losses["loss"])
+    assert "cl_user" in losses and "cl_item" in losses  # the contrastive term stays (w/o item graph too)
     losses["loss"].backward()
+    assert model.feat_proj.weight.grad.abs().sum() > 0  # the semantic path reaches the loss in every variant
     out = model(data)
-    d = 16 if variant == "no_dual_fusion" else 8
+    d = 16 if name == "no_dual_fusion" else 8
     assert out["user"].shape == (model.num_users, d) and out["item"].shape == (model.num_items, d)
-    if variant == "no_item_graph":
-        assert "cl_user" not in losses and not hasattr(model, "rca")
+
+
+def test_table5_variants_change_the_forward(tiny_data):
+    scores = {}
+    for name, kw in TABLE5.items():
+        model, data, _ = setup(tiny_data, **{**REF, **kw})  # same seed: the same initial weights
+        with torch.no_grad():
+            for p in model.parameters():  # non-trivial weights so that every part matters
+                p.add_(0.1 * torch.randn_like(p))
+            out = model(data)
+        scores[name] = out["user"][:, :8] @ out["item"][:, :8].t() if name != "no_dual_fusion" else \
+            out["user"] @ out["item"].t()
+    names = list(scores)
+    for a_i, a in enumerate(names):
+        for b in names[a_i + 1:]:
+            if {a, b} == {"crane", "no_cl"}:  # the loss differs, not the forward
+                torch.testing.assert_close(scores[a], scores[b])
+                continue
+            assert not torch.allclose(scores[a], scores[b], atol=1e-6), (a, b)
+
+
+def test_no_cl_changes_the_loss_only(tiny_data):
+    full, data, batch = setup(tiny_data, **REF)
+    no_cl, _, _ = setup(tiny_data, **{**REF, "cl_weight": 0.0})
+    g = full.train_graph(data, 0)
+    a, b = full.loss(g, batch), no_cl.loss(full.train_graph(data, 0), batch)
+    torch.testing.assert_close(a["bpr"], b["bpr"])
+    torch.testing.assert_close(a["loss"] - b["loss"], 0.01 * (a["cl_user"] + a["cl_item"]))
+
+
+@pytest.mark.parametrize("name", sorted(SETTING_ABLATIONS))
+def test_setting_ablations_are_refused_as_variants(tiny_data, name):
+    with pytest.raises(ValueError, match="is a setting, not a variant"):
+        setup(tiny_data, variant=name)
+
+
+def test_variants_never_overwrite_settings(tiny_data):
+    model, _, _ = setup(tiny_data, variant="no_dual_fusion", rca_rounds=2, num_ui_layers=1, cl_weight=0.3)
+    assert model.rca.rounds == 2 and len(model.convs) == 1 and model.cl_weight == 0.3
+
+
+def test_semantic_features_give_rca_a_gradient_on_every_batch(tiny_data):
+    model, data, batch = setup(tiny_data, **REF)
+    g = model.train_graph(data, 0)
+    rca_params = [p for name, p in model.named_parameters() if name.startswith(("rca.", "in_proj."))]
+    for _ in range(2):  # the first batch builds S, the second reuses it detached
+        model.zero_grad(set_to_none=True)
+        model.loss(g, batch)["loss"].backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in rca_params)
+    assert getattr(g, CACHE_ATTR).builds == 1
+
+
+def test_semantic_input_equals_its_formula(tiny_data):
+    model, data, _ = setup(tiny_data, **{**REF, "num_ii_layers": 0})
+    with torch.no_grad():
+        v = model.views(data)
+        ops = model.user_ops(data[UI].edge_index)
+        xs = model.rca(model.entity_features(data, ops))
+        e = torch.cat([xs[m][model.num_users:] for m in model.modalities], 1)
+        f = model.feat_proj(e)
+        f = model.feat_scale * f / f.norm(dim=1, keepdim=True)
+        torch.testing.assert_close(v["ii_item"], v["ui_item"] + f)
+        ei = data[UI].edge_index
+        deg = torch.bincount(ei[0], minlength=model.num_users).clamp_min(1).float()
+        want_u = torch.zeros(model.num_users, 8).index_add_(0, ei[0], v["ii_item"][ei[1]]) / deg[:, None]
+        torch.testing.assert_close(v["ii_user"], want_u)
+
+
+def test_lightgcn_ui_conv_equals_lightgcn(tiny_data):
+    from mmgraph.models.lightgcn import LightGCN
+
+    model, data, _ = setup(tiny_data, **REF)
+    lgn = LightGCN(model.num_users, model.num_items, embedding_dim=8, num_layers=2)
+    with torch.no_grad():
+        lgn.user_emb.weight.copy_(model.user_emb.weight)
+        lgn.item_emb.weight.copy_(model.item_emb.weight)
+        want = lgn(data)
+        got = model.collaborative(data)
+    torch.testing.assert_close(got[0], want["user"])
+    torch.testing.assert_close(got[1], want["item"])
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum", "graph_avg"])
@@ -138,8 +261,10 @@ def test_example_command_fails_only_for_the_missing_folder(tmp_path):
         assert cfg.dataset.name == "lfm2k" and cfg.model.knn_k == 10 and cfg.trainer.optimizer.lr == 1e-4
 
 
-def test_ops_and_iu_unchanged_without_item_graph(tiny_data):
-    model, data, _ = setup(tiny_data, variant="no_item_graph")
+def test_no_item_graph_builds_no_item_graph(tiny_data):
+    model, data, batch = setup(tiny_data, **{**REF, "num_ii_layers": 0})
     g = model.train_graph(data, 0)
-    assert OPS_ATTR not in g and CACHE_ATTR not in g
-    assert g[IU].edge_index.size(1) == g[UI].edge_index.size(1)
+    model.loss(g, batch)
+    assert getattr(g, CACHE_ATTR).builds == 0
+    id_only, _, _ = setup(tiny_data, num_ii_layers=0)
+    assert not hasattr(id_only, "rca")  # neither S nor features: no semantic parameters

@@ -75,11 +75,15 @@ def test_monitor_must_be_validation():
         Trainer(monitor="recall@7")
 
 
-def test_resume_without_checkpoint_is_an_error(cfg_tiny, tmp_path):
-    cfg = cfg_tiny("model=bpr", "trainer.resume=true")
-    with pytest.raises(ResumeError, match="no unfinished run"):
-        run(cfg, output_dir=tmp_path / "fresh")
-    assert not (tmp_path / "fresh" / "metrics.json").exists()
+def test_resume_with_nothing_to_resume_starts_fresh(cfg_tiny, tmp_path, caplog):
+    # a sweep resubmitted with trainer.resume=true: the jobs that never started must start, not abort
+    cfg = cfg_tiny("model=bpr", "trainer.resume=true", "trainer.max_epochs=2")
+    with caplog.at_level("WARNING"):
+        metrics = run(cfg, output_dir=tmp_path / "fresh")
+    assert "starting a fresh run" in caplog.text
+    assert metrics["resumed_from"] is None and metrics["epochs_run"] == 2
+    reference = run(cfg_tiny("model=bpr", "trainer.max_epochs=2"), output_dir=tmp_path / "plain")
+    assert metrics["test"] == reference["test"]
 
 
 def test_resume_refuses_other_config(cfg_tiny, tmp_path):
