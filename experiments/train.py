@@ -6,6 +6,7 @@ Returns the monitored validation metric, so Hydra sweepers (Optuna) can optimise
 from __future__ import annotations
 
 import os
+import sys
 
 # Before torch is imported: with busy cores, OpenMP's default spin-waiting makes sparse ops
 # up to ~30x slower (measured on 2 shared cores); passive waiting costs nothing when idle.
@@ -23,9 +24,13 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point."""
-    from mmgraph.training.run import run
+    from mmgraph.training.run import USER_ERRORS, run
 
-    metrics = run(cfg)
+    try:
+        metrics = run(cfg)
+    except USER_ERRORS as e:  # the user's input or run, not a bug: the message says what to do, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     return float(metrics["valid"][metrics["monitor"]])
 
 

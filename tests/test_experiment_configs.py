@@ -48,8 +48,18 @@ def test_crane_fusion_variants_pick_dataset_modalities():
                    "concat": (None, "concat"), "sum": (None, "sum"), "graph_avg": (None, "graph_avg")}
 
 
-def test_crane_table5_sweeps_all_variants():
-    from mmgraph.models.crane import VARIANTS
-
+def test_crane_table5_sweeps_all_variants_as_settings():
     runs = _sweep_overrides("crane_table5", "lfm2k")
-    assert sorted(r[0].split("=")[1] for r in runs) == sorted(VARIANTS)
+    names = [r[0].split("=")[1] for r in runs]
+    assert names == ["crane", "no_item_graph", "no_rca", "no_attention", "no_gcn", "no_cl", "no_dual_fusion"]
+    ref = OmegaConf.to_container(_compose(["experiment=ref_crane", "dataset=lfm2k"]).model, resolve=True)
+    got = {n: OmegaConf.to_container(_compose(["experiment=crane_table5", "dataset=lfm2k", f"table5_variant={n}"]).model,
+                                     resolve=True) for n in names}
+    assert got["crane"] == ref  # the full model of the table is ref_crane
+    changed = {n: {k: v for k, v in got[n].items() if ref[k] != v} for n in names}
+    assert changed == {"crane": {}, "no_item_graph": {"num_ii_layers": 0}, "no_rca": {"rca_rounds": 1},
+                       "no_attention": {"rca_rounds": 0}, "no_gcn": {"num_ui_layers": 0, "num_ii_layers": 0},
+                       "no_cl": {"cl_weight": 0.0}, "no_dual_fusion": {"variant": "no_dual_fusion"}}
+    # a value the user gives wins over the table's
+    user = _compose(["experiment=crane_table5", "dataset=lfm2k", "table5_variant=no_rca", "model.rca_rounds=2"])
+    assert user.model.rca_rounds == 2

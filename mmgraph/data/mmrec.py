@@ -65,6 +65,19 @@ class Interactions:
 
 _INT64 = re.compile(r"[+-]?[0-9]+")
 
+#: Largest user or item id accepted: ids index embedding rows, so an id of 10^13 means the ids were
+#: not re-mapped to 0..N-1 (and would overflow the (user, item) key used to find duplicates).
+MAX_ID = 2**31 - 1
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise DatasetError(f"{path}: permission denied; make the file readable (chmod a+r)") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be read ({e.strerror})") from None
+
 
 def _scan_for_error(path: Path, lines: list[bytes], cols: dict[str, int], ncols: int) -> None:
     """Slow path: find the first bad line and raise a precise error."""
@@ -99,9 +112,14 @@ def read_inter(
             ``(user, item)`` pairs, or no data rows.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, expected the tab-separated interaction file")
     if not path.is_file():
         raise DatasetError(f"{path}: interaction file not found")
-    raw = path.read_bytes()
+    raw = _read_bytes(path)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise DatasetError(f"{path}:1: the file starts with a UTF-8 byte-order mark (BOM) before the header; "
+                           "save it as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`)")
     lines = raw.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
@@ -112,10 +130,16 @@ def read_inter(
     if require_label or label_field in header:
         wanted[label_field] = None
     for name in wanted:
+        if header.count(name) > 1:
+            cols_at = [i + 1 for i, h in enumerate(header) if h == name]
+            raise DatasetError(f"{path}:1: column {name!r} appears {header.count(name)} times in the header "
+                               f"(columns {cols_at}); each column name must be unique")
         if name not in header:
+            hint = (f"; a file without {label_field} needs a split rule: use dataset.split=random "
+                    "(MMRec's per-user 8:1:1) or dataset.split=cold") if name == label_field else ""
             raise DatasetError(
                 f"{path}:1: missing column {name!r} in the header; found columns {header} "
-                f"(tab-separated; expected at least {list(wanted)})"
+                f"(tab-separated; expected at least {list(wanted)}){hint}"
             )
         wanted[name] = header.index(name)
     if len(lines) == 1:
@@ -153,6 +177,13 @@ def read_inter(
                 f"{path}:{int(bad[0]) + 2}: column {name!r} must be a non-negative integer id, "
                 f"found {int(named[name][bad[0]])} ({bad.size} negative values)"
             )
+    for name in (user_field, item_field):
+        big = np.nonzero(named[name] > MAX_ID)[0]
+        if big.size:
+            raise DatasetError(
+                f"{path}:{int(big[0]) + 2}: column {name!r} holds id {int(named[name][big[0]])}, larger than "
+                f"{MAX_ID:,}; ids must be contiguous from 0 (an embedding row per id), so re-map them "
+                "(e.g. with `python -m mmgraph.data.prepare`)")
     label = named.get(label_field)
     if label is not None:
         bad = np.nonzero((label < 0) | (label > 2))[0]
@@ -186,10 +217,15 @@ def load_feature(path: str | Path, num_items: int) -> np.ndarray:
             or NaN/Inf values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, expected a .npy feature file")
     if not path.is_file():
         raise DatasetError(f"{path}: feature file not found")
+    _check_npy_size(path)
     try:
         arr = np.load(path, allow_pickle=False)
+    except PermissionError:
+        raise DatasetError(f"{path}: permission denied; make the file readable (chmod a+r)") from None
     except ValueError as e:
         raise DatasetError(
             f"{path}: not a plain numeric .npy array ({e}); feature files are loaded without "
@@ -204,6 +240,8 @@ def load_feature(path: str | Path, num_items: int) -> np.ndarray:
         )
     if not np.issubdtype(arr.dtype, np.floating):
         raise DatasetError(f"{path}: expected a float array, found dtype {arr.dtype}")
+    if arr.shape[1] == 0:
+        raise DatasetError(f"{path}: has 0 feature columns (shape {arr.shape}); expected [num_items, dim >= 1]")
     if arr.shape[0] != num_items:
         raise DatasetError(
             f"{path}: has {arr.shape[0]} rows but the interaction file has {num_items} items "
@@ -218,6 +256,27 @@ def load_feature(path: str | Path, num_items: int) -> np.ndarray:
             f"({bad.size} bad rows in total)"
         )
     return arr
+
+
+def _check_npy_size(path: Path) -> None:
+    """Refuse a ``.npy`` whose header promises more data than the file holds, before any allocation."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, _fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                      else np.lib.format.read_array_header_2_0(f))
+            offset = f.tell()
+    except PermissionError:
+        raise DatasetError(f"{path}: permission denied; make the file readable (chmod a+r)") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise DatasetError(f"{path}: cannot be read as a .npy file ({e})") from None
+    if dtype.hasobject:
+        return  # refused with its own message by np.load(allow_pickle=False)
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    have = path.stat().st_size - offset
+    if need > have:
+        raise DatasetError(f"{path}: its header declares shape {shape} ({dtype}, {need:,} bytes) but the file "
+                           f"holds {have:,} bytes after the header: truncated or damaged; re-create it")
 
 
 def discover_modalities(folder: Path) -> list[str]:

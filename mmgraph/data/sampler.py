@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmgraph.data.mmrec import DatasetError
 from mmgraph.data.split import RecSplit
 from mmgraph.typing import BPRBatch
 
@@ -33,8 +34,10 @@ class UniformNegativeSampler:
         deg = torch.bincount(self.train[0], minlength=split.num_users)
         full = torch.nonzero(deg >= self.pool.numel()).flatten()
         if full.numel():
-            raise ValueError(
-                f"user {int(full[0])} has interacted with every train item: no negative can be sampled"
+            raise DatasetError(
+                f"user {int(full[0])} has interacted with every one of the {self.pool.numel()} train items "
+                f"({full.numel()} such users in total): no negative item can be sampled for BPR; remove "
+                "these users from the .inter file or add items they have not seen"
             )
 
     def _is_pos(self, users: Tensor, items: Tensor) -> Tensor:

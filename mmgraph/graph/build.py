@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -53,6 +53,9 @@ class GraphSpec:
         modality_weights: weights of the fused graph ``II = Σ_m w_m S_m``; ``None``
             gives equal weights over the dataset's modalities. Modalities with weight
             0 are skipped.
+        reference_image_weight: the reference frameworks' ``mm_image_weight`` (their "image slot"
+            share), mapped onto the dataset's modalities by :func:`reference_modality_weights`
+            when ``modality_weights`` is ``None``. (default: ``None``)
         item_knn_modalities: also keep each per-modality graph as ``('item', 'knn_<m>', 'item')``.
         user_knn_k: neighbours of the user–user kNN graph ``UU``; ``None`` builds none.
         user_knn_source: ``'interactions'`` (co-interaction counts, DualGNN) or a
@@ -72,6 +75,7 @@ class GraphSpec:
     item_knn_weighted: bool = False
     item_knn_norm: str = "sym"
     modality_weights: dict[str, float] | None = None
+    reference_image_weight: float | None = None
     item_knn_modalities: bool = False
     user_knn_k: int | None = None
     user_knn_source: str = "interactions"
@@ -93,10 +97,50 @@ class GraphSpec:
             if v is not None and int(v) <= 0:
                 raise ValueError(f"GraphSpec.{name} must be positive or None, got {v}")
 
+    def for_modalities(self, modalities: list[str]) -> GraphSpec:
+        """This spec with ``reference_image_weight`` turned into ``modality_weights`` for ``modalities``."""
+        if self.reference_image_weight is None or self.modality_weights is not None:
+            return self
+        weights = reference_modality_weights(list(modalities), float(self.reference_image_weight))
+        return replace(self, modality_weights=weights, reference_image_weight=None)
+
     def key(self, *fields_: str) -> dict:
         """The named fields as a plain dict (for cache keys)."""
         d = asdict(self)
         return {f: d[f] for f in fields_}
+
+
+def reference_modality_weights(modalities: list[str], image_weight: float) -> dict[str, float]:
+    """Map the reference frameworks' two slots (image share ``image_weight``, text ``1 − image_weight``).
+
+    The rule, for a dataset's modalities in their order:
+
+    * the **text slot** is ``text`` when present, otherwise the last modality;
+    * the **image slot** is ``image`` when present, otherwise the first other modality;
+    * with exactly two modalities the weights are ``{image slot: w, text slot: 1 − w}``
+      (lfm2k ``[text, audio]`` → audio 0.1, text 0.9; tiktok ``[image, audio]`` → image 0.1,
+      audio 0.9; MMRec's Amazon sets → image 0.1, text 0.9);
+    * with one modality, or three or more, there is no two-slot reading: equal weights, logged.
+    """
+    if not modalities:
+        raise ValueError("reference_modality_weights: the dataset has no modality")
+    if len(modalities) != 2:
+        log.info("reference image/text weights need two modalities, the dataset has %s: equal weights",
+                 modalities)
+        return {m: 1.0 / len(modalities) for m in modalities}
+    image, text = reference_slot_order(modalities)
+    return {image: image_weight, text: 1.0 - image_weight}
+
+
+def reference_slot_order(modalities: list[str]) -> list[str]:
+    """``[image slot, text slot]`` of two modalities by the rule of :func:`reference_modality_weights`
+    (any other number of modalities: the dataset's order)."""
+    if len(modalities) != 2:
+        return list(modalities)
+    text = "text" if "text" in modalities else modalities[-1]
+    rest = [m for m in modalities if m != text]
+    image = "image" if "image" in rest else rest[0]
+    return [image, text]
 
 
 def tensor_digest(*tensors: Tensor) -> str:
@@ -115,14 +159,31 @@ def _cached(
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = cache_dir / "graphs" / f"{kind}-{digest}.pt" if cache_dir is not None else None
     if path is not None and path.is_file():
-        obj = torch.load(path, weights_only=True)
-        log.info("graph %s loaded from cache %s", kind, path)
-        return obj["edge_index"], obj["edge_weight"]
+        cached = _load_cached(path, json.dumps(key, default=str))
+        if cached is not None:
+            log.info("graph %s loaded from cache %s", kind, path)
+            return cached
     t0 = time.perf_counter()
     edge_index, edge_weight = build()
     log.info("graph %s built in %.2fs (%d edges)", kind, time.perf_counter() - t0, edge_index.size(1))
     if path is not None:
         atomic_save({"edge_index": edge_index, "edge_weight": edge_weight, "key": json.dumps(key, default=str)}, path)
+    return edge_index, edge_weight
+
+
+def _load_cached(path: Path, key: str) -> tuple[Tensor, Tensor] | None:
+    """A cache entry, verified (readable, the stored key, consistent shapes); ``None`` (logged) when damaged."""
+    try:
+        obj = torch.load(path, weights_only=True)
+        edge_index, edge_weight = obj["edge_index"], obj["edge_weight"]
+        ok = (obj.get("key") == key and edge_index.dim() == 2 and edge_index.size(0) == 2
+              and edge_weight.shape == (edge_index.size(1),))
+    except Exception as e:  # noqa: BLE001 - truncated or foreign file: rebuild it
+        log.warning("graph cache %s is damaged (%s): rebuilding it", path, type(e).__name__)
+        return None
+    if not ok:
+        log.warning("graph cache %s does not hold the expected graph (key or shapes differ): rebuilding it", path)
+        return None
     return edge_index, edge_weight
 
 
@@ -175,7 +236,7 @@ def build_graph(data: HeteroData, spec: GraphSpec | None, cache_dir: str | Path 
 
     modalities = [k[2:] for k in data[ITEM].keys() if k.startswith("x_")]
     if spec.item_knn_k is not None:
-        weights = spec.modality_weights
+        weights = spec.for_modalities(modalities).modality_weights
         if weights is None:
             if not modalities:
                 raise ValueError("GraphSpec asks for an item kNN graph but the dataset has no modality")

@@ -159,16 +159,24 @@ def build_model(cls: type[GraphRecommender], data: HeteroData, *, cache_dir: str
     return model, prepare_data(model, data, cache_dir)
 
 
-def resolve_modalities(model: str, modality_dims: Mapping[str, int], modalities: Sequence[str] | None,
+def resolve_modalities(model: str, modality_dims: Mapping[str, int], modalities: Sequence[str] | str | None,
                        *, default: Sequence[str] | None = None, allow_empty: bool = False) -> list[str]:
     """The modalities a model uses, checked against the dataset's.
 
     ``modalities`` as given (a config's ``model.modalities``), or when it is ``None`` ``default``
-    (itself ``None``: the dataset's order). Raises ``ValueError`` naming ``model`` when the list
+    (itself ``None``: the dataset's order); ``'reference_slots'`` orders two modalities as the
+    reference frameworks' image slot, then text slot
+    (:func:`mmgraph.graph.build.reference_slot_order`). Raises ``ValueError`` naming ``model`` when the list
     is empty (unless ``allow_empty``: a model that degrades to pure CF), names a modality the
     dataset lacks, or repeats one.
     """
-    if modalities is not None:
+    if modalities == "reference_slots":
+        from mmgraph.graph.build import reference_slot_order
+
+        mods = reference_slot_order(list(modality_dims))
+    elif isinstance(modalities, str):
+        raise ValueError(f"{model} modalities must be a list or 'reference_slots', got {modalities!r}")
+    elif modalities is not None:
         mods = list(modalities)
     else:
         mods = list(modality_dims) if default is None else list(default)

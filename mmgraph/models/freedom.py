@@ -103,6 +103,7 @@ class FREEDOM(GraphRecommender):
             raise ValueError(f"num_ii_layers must be >= 0, got {num_ii_layers}")
         if graph.item_knn_k is None:
             raise ValueError("FREEDOM needs an item kNN graph: set graph.item_knn_k")
+        graph = graph.for_modalities(list(modality_dims))  # the reference image/text slots, if asked
         if graph.ui_norm != "sym":
             raise ValueError("FREEDOM prunes and re-normalises LightGCN's graph: graph.ui_norm must be 'sym'")
         if reg_weight and feat_embed_dim != embedding_dim:

@@ -118,7 +118,8 @@ class LGMRec(GraphRecommender):
         reg_weight: weight ``λ`` of EmbLoss. (default: ``1e-6``)
         temperature: ``τ`` of the Gumbel-softmax and of InfoNCE. (default: ``0.2``)
         modalities: modalities in order (``None``: all of ``modality_dims``, dataset order); the
-            order sets the direction of the contrastive terms. (default: ``None``)
+            order sets the direction of the contrastive terms; ``'reference_slots'``: [image slot, text
+            slot] (see :func:`~mmgraph.models.base.resolve_modalities`). (default: ``None``)
         graph: graph spec (default: the ``'sym'``-normalised user–item graph).
     """
 
@@ -129,7 +130,7 @@ class LGMRec(GraphRecommender):
                  num_ui_layers: int = 2, num_mm_layers: int = 2, num_hyper_layers: int = 1,
                  num_hyperedges: int = 4, keep_rate: float = 0.5, alpha: float = 0.3,
                  cl_weight: float = 1e-4, reg_weight: float = 1e-6, temperature: float = 0.2,
-                 modalities: list[str] | None = None, graph: GraphSpec | None = None) -> None:
+                 modalities: list[str] | str | None = None, graph: GraphSpec | None = None) -> None:
         super().__init__(num_users, num_items, embedding_dim=embedding_dim, graph=graph)
         if cf_model not in ("lightgcn", "mf"):
             raise ValueError(f"cf_model must be 'lightgcn' or 'mf', got {cf_model!r}")

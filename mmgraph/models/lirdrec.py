@@ -134,6 +134,7 @@ class LIRDRec(GraphRecommender):
                               item_knn_norm="sym")
         if graph.item_knn_k is None:
             raise ValueError("LIRDRec needs FREEDOM's item kNN graph: set graph.item_knn_k")
+        graph = graph.for_modalities(list(modality_dims))  # the reference image/text slots, if asked
         if drop_modality is not None:  # S from the remaining modalities only
             weights = graph.modality_weights or {m: 1.0 for m in modality_dims}
             graph = dataclasses.replace(graph, modality_weights=_kept_weights(weights, modalities))

@@ -15,14 +15,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmgraph.data.mmrec import DatasetError
 from mmgraph.data.split import SplitError
+from mmgraph.evaluation.ranking import NonFiniteScoresError
 from mmgraph.graph.build import tensor_digest
 from mmgraph.models.base import GraphRecommender, dataset_kwargs, prepare_data
-from mmgraph.training.trainer import ResumeError, Trainer, load_checkpoint
+from mmgraph.training.config_check import ConfigError, check_config
+from mmgraph.training.trainer import DivergenceError, ResumeError, Trainer, load_checkpoint
 from mmgraph.utils.io import atomic_write_json
 from mmgraph.utils.memory import peak_rss_mb
 from mmgraph.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
+
+#: Errors caused by the user's input or run (bad config, data, checkpoint; divergence): the CLI prints
+#: their message and exits 2, without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatasetError, SplitError, ResumeError,
+                                                 DivergenceError, NonFiniteScoresError)
 
 #: Trainer keys that may change between an interrupted run and its resumption: output and device
 #: settings, and the stopping rule (max_epochs, patience), which decides where a run ends but not
@@ -122,6 +129,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
         The ``metrics.json`` content.
     """
     t_start = time.perf_counter()
+    check_config(cfg)  # wrong keys or types fail here, before any data is read
     out = _output_dir(cfg, output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))

@@ -182,3 +182,145 @@ def test_damaged_last_pt_is_named(cfg_tiny, tmp_path, damage):
         load_checkpoint(last)
     with pytest.raises(ResumeError, match=r"last.pt is damaged"):
         run(cfg_tiny("model=bpr", "trainer.max_epochs=3", "trainer.resume=true"), output_dir=tmp_path)
+
+
+def test_damaged_graph_cache_is_rebuilt(tiny_data, tmp_path, caplog):
+    from mmgraph.graph import GraphSpec, build_graph
+    from mmgraph.typing import II
+
+    data, _ = tiny_data
+    spec = GraphSpec(item_knn_k=3, modality_weights={"image": 1.0})
+    want = build_graph(data, spec, tmp_path)[II].edge_index
+    (entry,) = (tmp_path / "graphs").glob("*.pt")
+    raw = entry.read_bytes()
+    for damaged in (raw[: len(raw) // 3], b"not a pickle"):
+        entry.write_bytes(damaged)
+        with caplog.at_level("WARNING"):
+            got = build_graph(data, spec, tmp_path)[II].edge_index
+        assert torch.equal(got, want) and "damaged" in caplog.text
+        caplog.clear()
+    # a valid file holding another graph under this name (e.g. a copied cache) is not trusted
+    obj = torch.load(entry, weights_only=True)
+    obj["key"] = "something else"
+    torch.save(obj, entry)
+    with caplog.at_level("WARNING"):
+        assert torch.equal(build_graph(data, spec, tmp_path)[II].edge_index, want)
+    assert "does not hold the expected graph" in caplog.text
+
+
+def test_stale_temporary_files_are_cleaned_and_live_ones_kept(tmp_path):
+    import os
+
+    from mmgraph.utils.io import atomic_write_text
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    stale = tmp_path / f".metrics.json.{proc.pid}.abc123.tmp"
+    live = tmp_path / f".metrics.json.{os.getpid()}.def456.tmp"
+    stale.write_text("half")
+    live.write_text("writing")
+    atomic_write_text(tmp_path / "metrics.json", "{}")
+    assert not stale.exists() and live.exists()
+
+
+def test_atomic_files_respect_the_umask(tmp_path):
+    import os
+
+    from mmgraph.utils.io import atomic_save, atomic_write_text
+
+    old = os.umask(0o002)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        atomic_save({"x": 1}, tmp_path / "b.pt")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "b.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o664, name
+
+
+# 8. config types are checked before any data is read, naming the key
+@pytest.mark.parametrize("override, key, expected", [
+    ("trainer.max_epochs=abc", "trainer.max_epochs", "expected int"),
+    ("trainer.max_epochs=2.5", "trainer.max_epochs", "expected int"),
+    ("model.num_ui_layers=two", "model.num_ui_layers", "expected int"),
+    ("model.dropedge_keep=[1]", "model.dropedge_keep", "expected float"),
+    ("trainer.optimizer.lr=abc", "trainer.optimizer.lr", "expected float"),
+])
+def test_wrong_config_types_fail_before_loading(cfg_tiny, tmp_path, monkeypatch, override, key, expected):
+    import importlib
+
+    run_module = importlib.import_module("mmgraph.training.run")
+    from mmgraph.training.config_check import ConfigError
+
+    def never(*_a, **_k):
+        raise AssertionError("data was loaded before the config was checked")
+
+    monkeypatch.setattr(run_module, "load_dataset", never)
+    with pytest.raises(ConfigError, match=rf"^{key}=.*{expected}"):
+        run_module.run(cfg_tiny("model=crane", override), output_dir=tmp_path)
+
+
+def test_every_shipped_config_passes_the_check():
+    import glob
+    import os
+
+    from hydra import compose, initialize_config_dir
+
+    from mmgraph.training.config_check import check_config
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for f in sorted(glob.glob(str(CONF / "model" / "*.yaml"))):
+            check_config(compose(config_name="config", overrides=[f"model={os.path.basename(f)[:-5]}"]))
+        for f in sorted(glob.glob(str(CONF / "experiment" / "*.yaml"))):
+            for ds in ("lfm2k", "tiktok"):
+                check_config(compose(config_name="config", overrides=[f"experiment={os.path.basename(f)[:-5]}",
+                                                                       f"dataset={ds}"]))
+
+
+def test_cli_prints_user_errors_without_a_traceback(tmp_path):
+    import sys
+
+    from tests.training.test_train import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "train.py"), "dataset=synthetic",
+                           "trainer.max_epochs=abc", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: trainer.max_epochs='abc': expected int")
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+# 10. every reference experiment runs on an MMRec folder with other modality names
+def test_reference_slot_rule_reproduces_the_known_mappings():
+    from mmgraph.graph.build import reference_modality_weights, reference_slot_order
+
+    assert reference_modality_weights(["text", "audio"], 0.1) == {"audio": 0.1, "text": 0.9}  # lfm2k
+    assert reference_modality_weights(["image", "audio"], 0.1) == {"image": 0.1, "audio": 0.9}  # tiktok
+    assert reference_modality_weights(["image", "text"], 0.1) == {"image": 0.1, "text": 0.9}  # Amazon
+    assert reference_modality_weights(["genre", "text"], 0.1) == {"genre": 0.1, "text": 0.9}
+    assert reference_modality_weights(["a", "b", "c"], 0.1) == {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
+    assert reference_slot_order(["text", "audio"]) == ["audio", "text"]
+    assert reference_slot_order(["image", "audio"]) == ["image", "audio"]
+
+
+def _reference_experiments() -> list[str]:
+    from tests.conftest import CONF
+
+    return sorted(p.stem for p in (CONF / "experiment").glob("ref_*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", _reference_experiments())
+def test_reference_experiments_run_on_other_modality_names(tmp_path, experiment):
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    root = tmp_path / "data"
+    folder = _mmrec_folder(root)
+    (folder / "image_feat.npy").rename(folder / "genre_feat.npy")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            f"experiment={experiment}", "dataset=mmrec", f"data_root={root}", "dataset.name=mini",
+            "trainer.max_epochs=1", "trainer.device=cpu", "trainer.progress=false", f"cache_dir={root / 'cache'}"])
+    metrics = run(cfg, output_dir=tmp_path / "run")
+    assert metrics["epochs_run"] == 1 and metrics["dataset_summary"]
