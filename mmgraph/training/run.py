@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -20,7 +21,7 @@ from mmgraph.graph.build import tensor_digest
 from mmgraph.models.base import GraphRecommender, dataset_kwargs, prepare_data
 from mmgraph.training.config_check import ConfigError, check_config
 from mmgraph.training.trainer import DivergenceError, ResumeError, Trainer, load_checkpoint
-from mmgraph.utils.io import atomic_write_json
+from mmgraph.utils.io import atomic_save_npz, atomic_write_json
 from mmgraph.utils.memory import peak_rss_mb
 from mmgraph.utils.seed import seed_everything
 
@@ -150,7 +151,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     previous = _read_metrics(out / "metrics.json") if resume_from is not None else None
     fit = trainer.fit(model, data, split, out, seed=int(cfg.seed), fingerprint=fingerprint,
                       resume_from=resume_from, meta={"data": digests})
-    test, test_s = trainer.test(model, data, split, fit.best_state)  # the only test evaluation
+    test, test_s, test_rows = trainer.test(model, data, split, fit.best_state, per_user=True)  # the only test
+    write_per_user(out / "per_user.npz", test_rows,
+                   trainer.evaluator.evaluate(model, data.to(trainer.device), split, "valid", per_user=True)[1])
     monitor = trainer.monitor
     log.info("best valid (epoch %d): %s", fit.best_epoch, _fmt(fit.best_valid))
     log.info("test at the best validation epoch: %s", _fmt(test))
@@ -183,6 +186,20 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     atomic_write_json(out / "metrics.json", metrics)
     log.info("wrote %s", out / "metrics.json")
     return metrics
+
+
+def write_per_user(path: Path, test_rows: dict, valid_rows: dict) -> None:
+    """``per_user.npz``: ``users`` and one float32 array per metric for the test split (the best
+    validation state's), ``valid_users`` and ``valid_``-prefixed arrays for the validation split.
+
+    Cold-start arrays hold NaN for users without a held-out positive. Their means are the reported
+    metrics (to float32 precision); ``experiments/summarize.py`` pairs runs over these users.
+    """
+    arrays = {"users": test_rows["users"].astype(np.int64)}
+    arrays.update({k: v.astype(np.float32) for k, v in test_rows.items() if k != "users"})
+    arrays["valid_users"] = valid_rows["users"].astype(np.int64)
+    arrays.update({f"valid_{k}": v.astype(np.float32) for k, v in valid_rows.items() if k != "users"})
+    atomic_save_npz(path, arrays)
 
 
 def _resume_point(trainer: Trainer, out: Path, fingerprint: str, digests: dict[str, str]) -> Path | None:

@@ -360,14 +360,21 @@ class Trainer:
 
     # ----------------------------------------------------------------- test
     def test(self, model: GraphRecommender, data: HeteroData, split: RecSplit,
-             state: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, float], float]:
-        """Evaluate the test split once (on ``state`` if given). Returns ``(metrics, seconds)``."""
+             state: dict[str, torch.Tensor] | None = None, per_user: bool = False):
+        """Evaluate the test split once (on ``state`` if given).
+
+        Returns:
+            ``(metrics, seconds)``; with ``per_user=True`` ``(metrics, seconds, rows)``, ``rows`` the
+            per-user arrays of :meth:`FullRankingEvaluator.evaluate_embeddings`.
+        """
         model = model.to(self.device)
         if state is not None:
             model.load_state_dict(state)
         t = time.perf_counter()
-        metrics = self.evaluator.evaluate(model, data.to(self.device), split, "test")
-        return metrics, time.perf_counter() - t
+        out = self.evaluator.evaluate(model, data.to(self.device), split, "test", per_user=per_user)
+        if per_user:
+            return out[0], time.perf_counter() - t, out[1]
+        return out, time.perf_counter() - t
 
     # ---------------------------------------------------------- checkpoints
     def _save(self, path: Path, fingerprint: str, model, opt, sched, gen, state: dict,

@@ -98,3 +98,13 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
             np.save(f, array, allow_pickle=False)
 
     return _atomic(path, write)
+
+
+def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compressed: bool = True) -> Path:
+    """``np.savez_compressed`` (or ``np.savez``) of named arrays, atomically (no pickle)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+
+    return _atomic(path, write)

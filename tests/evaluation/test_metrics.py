@@ -56,6 +56,8 @@ EXPECTED = {
     # u1: k=1 0;   k=2 (1/2)/1; k=3 (1/2)/1
     # u3: k=1 1/1; k=2 (1 + 1)/2; k=3 (1 + 1)/3
     "map": {1: [1, 0, 0, 1], 2: [1 / 2, 1 / 2, 0, 1], 3: [5 / 9, 1 / 2, 0, 2 / 3]},
+    # 1 / rank of the first hit: u0 rank 1, u1 rank 2, u2 none, u3 rank 1
+    "mrr": {1: [1, 0, 0, 1], 2: [1, 1 / 2, 0, 1], 3: [1, 1 / 2, 0, 1]},
 }
 
 
@@ -143,7 +145,7 @@ def test_k_larger_than_width_raises(name):
 
 def test_unknown_metric_raises():
     with pytest.raises(ValueError, match="unknown metric"):
-        compute("mrr", HITS, NUM_POS, 2)
+        compute("auc", HITS, NUM_POS, 2)
 
 
 def test_k_equal_to_width_works():
@@ -179,6 +181,11 @@ def naive(name: str, r: list[int], p: int, k: int) -> float:
                 found += 1
                 total += found / j
         return total / min(k, p)
+    if name == "mrr":
+        for j, rel in enumerate(r, start=1):
+            if rel:
+                return 1.0 / j
+        return 0.0
     raise AssertionError(name)
 
 
@@ -266,6 +273,7 @@ PYG = {
     "ndcg": "LinkPredNDCG",
     "map": "LinkPredMAP",
     "hit": "LinkPredHitRatio",
+    "mrr": "LinkPredMRR",
 }
 
 
@@ -289,3 +297,49 @@ def test_matches_pyg_linkpred(name):
             m = cls(k)
             m.update(pred[u:u + 1], label_index[:, label_index[0] == u] * torch.tensor([[0], [1]]))
             assert m.compute().item() == pytest.approx(ours[u].item(), abs=1e-6), (name, k, u)
+
+
+# --------------------------------------------------------------------------- beyond accuracy
+
+def test_avg_pop_coverage_gini_by_hand():
+    from mmgraph.evaluation.metrics import avg_pop_at_k, coverage, gini
+
+    top = torch.tensor([[0, 1, 2], [0, 3, 1]])
+    pop = torch.tensor([10, 4, 0, 2, 7])
+    assert avg_pop_at_k(top, pop, 2).tolist() == pytest.approx([7.0, 6.0])
+    assert avg_pop_at_k(top, pop, 3).tolist() == pytest.approx([14 / 3, 16 / 3])
+    counts = torch.bincount(top[:, :2].reshape(-1), minlength=5)  # item 0: 2, 1: 1, 3: 1
+    assert coverage(counts) == pytest.approx(3 / 5)
+    # sorted counts 0, 0, 1, 1, 2 over n = 5: sum (2i - 6) c_i = (0 + 0 + 0 + 2 + 8) / (5 * 4)
+    assert gini(counts) == pytest.approx(10 / 20)
+    assert gini(torch.ones(7)) == pytest.approx(0.0)  # equal exposure
+    assert gini(torch.tensor([0.0, 0, 0, 5])) == pytest.approx(3 / 4)  # all on one item: (n-1)/n
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_beyond_accuracy_match_naive_and_pyg(seed):
+    """avg_pop and coverage against loops and PyG's LinkPredAveragePopularity / LinkPredCoverage;
+    gini against the textbook mean-absolute-difference formula."""
+    from mmgraph.evaluation.metrics import avg_pop_at_k, coverage, gini
+
+    g = torch.Generator().manual_seed(seed)
+    num_items, num_users, k = 60, 40, 10
+    top = torch.stack([torch.randperm(num_items, generator=g)[:k] for _ in range(num_users)])
+    top[:10] = top[0]  # some identical lists: uneven exposure
+    pop = torch.randint(0, 30, (num_items,), generator=g)
+    ours = avg_pop_at_k(top, pop, k)
+    assert ours.tolist() == pytest.approx([sum(pop[i].item() for i in row) / k for row in top.tolist()])
+    counts = torch.bincount(top.reshape(-1), minlength=num_items)
+    assert coverage(counts) == pytest.approx(len(set(top.reshape(-1).tolist())) / num_items)
+    c = counts.double()
+    mad = (c[:, None] - c[None, :]).abs().sum() / (2 * num_items ** 2 * c.mean())
+    assert gini(counts) == pytest.approx(mad.item(), abs=1e-12)
+    pyg_metrics = pytest.importorskip("torch_geometric.metrics")
+    labels = torch.stack([torch.arange(num_users), top[:, 0]])  # any labels: these metrics ignore them
+    m = pyg_metrics.LinkPredCoverage(k, num_items)
+    m.update(top, labels)
+    assert m.compute().item() == pytest.approx(coverage(counts), abs=1e-6)
+    m = pyg_metrics.LinkPredAveragePopularity(k, pop.float())
+    m.update(top, labels)
+    # PyG averages popularity over all K slots of all users (our per-user mean, averaged)
+    assert m.compute().item() == pytest.approx(ours.mean().item(), rel=1e-5)

@@ -42,19 +42,37 @@ def test_run_writes_metrics_contract(cfg_tiny, tmp_path):
     assert not list(tmp_path.glob("*.tmp")), "temporary files left behind"
 
 
+def test_per_user_arrays_average_to_metrics_json(cfg_tiny, tmp_path):
+    import numpy as np
+
+    cfg = cfg_tiny("model=lightgcn", "trainer.max_epochs=3", "trainer.patience=5")
+    metrics = run(cfg, output_dir=tmp_path)
+    rows = np.load(tmp_path / "per_user.npz")
+    assert {"users", "valid_users", "recall@20", "ndcg@20", "mrr@20", "avg_pop@20", "valid_recall@20"} <= set(rows)
+    assert "coverage@20" not in rows and "gini@20" not in rows  # catalogue metrics have no per-user value
+    for key in metrics["test"]:
+        if key.startswith(("coverage", "gini")):
+            continue
+        assert rows[key].shape == rows["users"].shape
+        assert float(rows[key].astype(np.float64).mean()) == pytest.approx(metrics["test"][key], rel=1e-6, abs=1e-7)
+        # the best state's validation, evaluated again, is the one that was picked
+        valid = rows[f"valid_{key}"].astype(np.float64).mean()
+        assert float(valid) == pytest.approx(metrics["valid"][key], rel=1e-6, abs=1e-7), key
+
+
 def test_test_split_evaluated_once_on_best_state(cfg_tiny, tmp_path, monkeypatch):
     stages = []
     original = FullRankingEvaluator.evaluate
 
-    def spy(self, model, data, split, stage):
+    def spy(self, model, data, split, stage, per_user=False):
         stages.append(stage)
-        return original(self, model, data, split, stage)
+        return original(self, model, data, split, stage, per_user=per_user)
 
     monkeypatch.setattr(FullRankingEvaluator, "evaluate", spy)
     cfg = cfg_tiny("model=bpr", "trainer.max_epochs=4", "trainer.patience=10")
     metrics = run(cfg, output_dir=tmp_path)
-    assert stages.count("test") == 1 and stages[-1] == "test"
-    assert stages.count("valid") == 4
+    # 4 validations during training, the one test, then the per-user validation of the best state
+    assert stages == ["valid"] * 4 + ["test", "valid"]
     # the test numbers are those of the best state, not of the last epoch
     ckpt = torch.load(tmp_path / "best.pt", weights_only=True)
     assert ckpt["epoch"] == metrics["best_epoch"]
