@@ -47,7 +47,12 @@ from typing import Any
 
 #: Keys that may differ between runs without being swept parameters.
 IGNORED_KEYS = {"data_root", "cache_dir", "trainer.resume", "trainer.progress", "trainer.checkpoint_every",
-                "trainer.device"}
+                "trainer.device", "dataset.root", "trainer.log_every_s", "trainer.divergence_factor",
+                "trainer.evaluator.metrics", "trainer.evaluator.cold_metrics", "trainer.evaluator.batch_size"}
+#: Runs whose configurations differ only in these keys (and IGNORED_KEYS) are seeds of one row.
+SEED_KEYS = {"seed"}
+#: Significance level of the "not significantly below the best" mark.
+ALPHA = 0.05
 TABLE_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 #: Command-line overrides that do not change results (left out of a results page's settings).
 NEUTRAL_OVERRIDES = ("trainer.progress", "trainer.resume", "trainer.checkpoint_every", "trainer.device", "hydra.",
@@ -149,6 +154,91 @@ def swept_parameters(runs: list[dict]) -> list[str]:
     return order + rest
 
 
+def group_seeds(runs: list[dict]) -> list[list[dict]]:
+    """Runs that differ only in ``seed`` form one group (in order of first appearance; seeds ascending)."""
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        key = _hashable({k: v for k, v in r["params"].items() if k not in IGNORED_KEYS | SEED_KEYS})
+        groups.setdefault(key, []).append(r)
+    return [sorted(g, key=lambda r: _num(_seed(r))) for g in groups.values()]
+
+
+def _seed(run: dict) -> Any:
+    return run["metrics"].get("seed", run["params"].get("seed"))
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (``ddof=1``; ``None`` with one value)."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def group_stat(group: list[dict], stage: str, metric: str) -> tuple[float | None, float | None]:
+    return mean_std([float(r["metrics"][stage][metric]) for r in group if metric in (r["metrics"].get(stage) or {})])
+
+
+def per_user_mean(group: list[dict], key: str):
+    """``(users, values)``: the per-user ``key`` array (``per_user.npz``) averaged over the group's seeds,
+    on the users every seed evaluated; ``None`` when a seed has no such array."""
+    import numpy as np
+
+    users, values = None, []
+    for r in group:
+        path = r["dir"] / "per_user.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            if key not in z.files:
+                return None
+            u, v = z["valid_users" if key.startswith("valid_") else "users"], z[key].astype(np.float64)
+        if users is not None and not np.array_equal(u, users):
+            common = np.intersect1d(users, u)
+            values = [vv[np.isin(users, common)] for vv in values]
+            v, users = v[np.isin(u, common)], common
+        else:
+            users = u
+        values.append(v)
+    return users, np.mean(values, axis=0)
+
+
+def p_values(groups: list[list[dict]], stage: str, metric: str) -> tuple[int | None, list[float | None]]:
+    """The group with the best mean ``stage`` ``metric`` and, for every group, the two-sided p-value of
+    a paired t-test against it over users (per-user arrays averaged over seeds; ``None`` without them)."""
+    from mmgraph.evaluation.significance import paired_ttest, paired_users
+
+    means = [group_stat(g, stage, metric)[0] for g in groups]
+    if not any(m is not None for m in means):
+        return None, [None] * len(groups)
+    best = max(range(len(groups)), key=lambda i: _num(means[i]))
+    key = metric if stage == "test" else f"valid_{metric}"
+    ref = per_user_mean(groups[best], key)
+    out: list[float | None] = []
+    for i, g in enumerate(groups):
+        cur = per_user_mean(g, key) if i != best else ref
+        if i == best or ref is None or cur is None:
+            out.append(None)
+            continue
+        a, b = paired_users(cur[0], cur[1], ref[0], ref[1])
+        out.append(paired_ttest(a, b)[1] if a.size >= 2 else None)
+    return best, out
+
+
+def _pm(mean: float | None, std: float | None, digits: int = 4) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _fmt_p(p: float | None) -> str:
+    if p is None:
+        return ""
+    return f"{p:.2g}" if p >= 1e-3 else "<0.001"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -159,26 +249,41 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def rows(runs: list[dict], params: list[str], root: Path) -> list[dict[str, Any]]:
-    """One flat row per run."""
+def _run_name(r: dict, root: Path) -> str:
+    try:
+        return str(r["dir"].relative_to(root))
+    except ValueError:
+        return str(r["dir"])
+
+
+def rows(runs: list[dict], params: list[str], root: Path, monitor: str = "recall@20") -> list[dict[str, Any]]:
+    """One flat row per group of seeds: swept parameters, ``n_seeds`` / ``seeds``, per metric
+    ``<split>_<metric>_mean`` and ``_std`` (std empty with one seed), ``p_value`` of the test
+    ``monitor`` against the best row (:func:`p_values`), run folders."""
+    groups = group_seeds(runs)
+    _, pvals = p_values(groups, "test", monitor)
     out = []
-    for r in runs:
-        m = r["metrics"]
-        row: dict[str, Any] = {p: r["params"].get(p) for p in params}
-        row["best_epoch"] = m.get("best_epoch")
-        row["epochs_run"] = m.get("epochs_run")
+    for g, p in zip(groups, pvals):
+        m = g[0]["metrics"]
+        row: dict[str, Any] = {q: g[0]["params"].get(q) for q in params if q not in SEED_KEYS}
+        row["n_seeds"] = len(g)
+        row["seeds"] = " ".join(_fmt(_seed(r)) for r in g)
+        row["best_epoch"] = mean_std([float(r["metrics"]["best_epoch"]) for r in g
+                                      if isinstance(r["metrics"].get("best_epoch"), (int, float))])[0]
+        row["epochs_run"] = mean_std([float(r["metrics"]["epochs_run"]) for r in g
+                                      if isinstance(r["metrics"].get("epochs_run"), (int, float))])[0]
         for stage in ("valid", "test"):
             for k in CSV_METRICS:
-                if k in (m.get(stage) or {}):
-                    row[f"{stage}/{k}"] = m[stage][k]
-        row["total_s"] = (m.get("timing") or {}).get("total_s")
-        row["peak_rss_mb"] = m.get("peak_rss_mb")
+                mean, std = group_stat(g, stage, k)
+                if mean is not None:
+                    row[f"{stage}_{k}_mean"], row[f"{stage}_{k}_std"] = mean, std
+        row["p_value"] = p
+        row["total_s"] = mean_std([float((r["metrics"].get("timing") or {}).get("total_s"))
+                                   for r in g if (r["metrics"].get("timing") or {}).get("total_s") is not None])[0]
+        row["peak_rss_mb"] = max((r["metrics"].get("peak_rss_mb") or 0.0 for r in g), default=None)
         row.setdefault("model", m.get("model"))
         row["monitor"] = m.get("monitor")
-        try:
-            row["run"] = str(r["dir"].relative_to(root))
-        except ValueError:
-            row["run"] = str(r["dir"])
+        row["run"] = " ".join(_run_name(r, root) for r in g)
         out.append(row)
     return out
 
@@ -196,20 +301,30 @@ def write_csv(table: list[dict[str, Any]], path: Path) -> None:
 
 
 def markdown(table: list[dict[str, Any]], params: list[str], monitor: str) -> str:
-    """Markdown table: swept parameters, best epoch, valid and test Recall/NDCG@10/20."""
-    metric_cols = [f"{s}/{k}" for s in ("valid", "test") for k in TABLE_METRICS
-                   if any(f"{s}/{k}" in row for row in table)]
-    header = ["run", *params, "best epoch", *metric_cols]
-    best = max(range(len(table)), key=lambda i: _num(table[i].get(f"valid/{monitor}")), default=None)
+    """Markdown table: swept parameters, seeds, best epoch, valid and test Recall/NDCG@10/20 (mean ± std
+    over seeds), p-value; best validation row in bold."""
+    params = [q for q in params if q not in SEED_KEYS]
+    metric_cols = [(s, k) for s in ("valid", "test") for k in TABLE_METRICS
+                   if any(f"{s}_{k}_mean" in row for row in table)]
+    seeds = any(row["n_seeds"] > 1 for row in table)
+    header = ["run", *params, *(["seeds"] if seeds else []), "best epoch", *(f"{s}/{k}" for s, k in metric_cols),
+              *([f"p (test {monitor})"] if seeds else [])]
+    best = max(range(len(table)), key=lambda i: _num(table[i].get(f"valid_{monitor}_mean")), default=None)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for i, row in enumerate(table):
-        cells = [row["run"], *(_fmt(row.get(p)) for p in params), _fmt(row.get("best_epoch"))]
-        for c in metric_cols:
-            v = row.get(c)
-            cell = f"{v:.4f}" if isinstance(v, (int, float)) else ""
-            cells.append(f"**{cell}**" if i == best and c == f"valid/{monitor}" and cell else cell)
+        cells = [row["run"], *(_fmt(row.get(q)) for q in params), *([str(row["n_seeds"])] if seeds else []),
+                 _fmt(_round(row.get("best_epoch")))]
+        for s_, k in metric_cols:
+            cell = _pm(row.get(f"{s_}_{k}_mean"), row.get(f"{s_}_{k}_std"))
+            cells.append(f"**{cell}**" if i == best and (s_, k) == ("valid", monitor) and cell else cell)
+        if seeds:
+            cells.append(_fmt_p(row.get("p_value")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _round(v: Any) -> Any:
+    return int(round(v)) if isinstance(v, float) and abs(v - round(v)) < 1e-9 else (round(v, 1) if isinstance(v, float) else v)
 
 
 def _num(v: Any) -> float:
@@ -301,12 +416,13 @@ def summarize(root: str | Path, out: str | Path | None = None, metric: str | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     monitor = metric or runs[0]["metrics"].get("monitor") or "recall@20"
     params = swept_parameters(runs)
-    table = rows(runs, params, root)
+    table = rows(runs, params, root, monitor)
     write_csv(table, out_dir / "summary.csv")
     md = markdown(table, params, monitor)
     (out_dir / "summary.md").write_text(md)
-    written = {"runs": len(runs), "params": params, "csv": out_dir / "summary.csv",
+    written = {"runs": len(runs), "rows": len(table), "params": [q for q in params if q not in SEED_KEYS], "csv": out_dir / "summary.csv",
                "markdown": out_dir / "summary.md", "table": md, "plots": []}
+    params = [q for q in params if q not in SEED_KEYS] or params  # seeds are a row's spread, not an axis
     if plots and params:
         png = out_dir / f"sweep_{re.sub(r'[^A-Za-z0-9_.-]', '_', monitor)}.png"
         plot(runs, params, monitor, png)
@@ -387,27 +503,75 @@ def run_details(run: dict) -> str:
              (f"total {total / 60:.1f} min" if total >= 60 else f"total {total:.0f} s")
              if isinstance(total, (int, float)) else "",
              f"peak RSS {m['peak_rss_mb']:.0f} MB" if isinstance(m.get("peak_rss_mb"), (int, float)) else "",
-             f"stopped early: {m.get('stopped_early')}" if "stopped_early" in m else "",
-             f"`{run['dir']}`"]
+             f"stopped early: {m.get('stopped_early')}" if "stopped_early" in m else ""]
     return "- " + "; ".join(p for p in parts if p)
 
 
-def _page_table(runs: list[dict], monitor: str) -> str:
-    cols = [(s, k) for s in ("valid", "test") for k in TABLE_METRICS]
-    header = ["run", "model", "settings", *(f"{s} {k.replace('recall', 'R').replace('ndcg', 'N')}" for s, k in cols),
+def _settings(group: list[dict]) -> str:
+    """The group's command-line settings without the seed (``seed=`` differs within a group)."""
+    args = [a for a in run_settings(group[0]).split() if not a.lstrip("+~").startswith("seed=")]
+    return f"`{' '.join(args)}`" if args else "-"
+
+
+def _page_cols(groups: list[list[dict]], monitor: str) -> list[tuple[str, str, str]]:
+    """``(stage, metric, header)`` of the accuracy table: valid monitor and NDCG@20, test R/N@10/20 and,
+    on a cold split, the held-out items' own ranking and share."""
+    k = monitor.split("@")[1] if "@" in monitor else "20"
+    cols = [("valid", monitor, f"valid {_short(monitor)}"), ("valid", f"ndcg@{k}", f"valid N@{k}")]
+    cols = list(dict.fromkeys(cols))
+    cols += [("test", m, f"test {_short(m)}") for m in TABLE_METRICS]
+    cols += [("test", m, f"test {_short(m)}") for m in (f"cold_recall@{k}", f"cold_ndcg@{k}", f"cold_share@{k}")
+             if any(m in (r["metrics"].get("test") or {}) for g in groups for r in g)]
+    return cols
+
+
+def _short(metric: str) -> str:
+    return (metric.replace("cold_recall", "cold R").replace("cold_ndcg", "cold N").replace("cold_share", "cold share")
+            .replace("recall", "R").replace("ndcg", "N"))
+
+
+def _page_table(groups: list[list[dict]], monitor: str) -> str:
+    """Accuracy table: one row per model setting, mean ± std over its seeds, the paired p-value of
+    test ``monitor`` against the best row; bold: the best row and rows not significantly below it."""
+    cols = _page_cols(groups, monitor)
+    best, pvals = p_values(groups, "test", monitor)
+    header = ["model", "settings", "seeds", *(h for _, _, h in cols), f"p (test {_short(monitor)})",
               "best epoch", "epochs", "s/epoch", "device"]
-    best = {c: max((_num((r["metrics"].get(c[0]) or {}).get(c[1])) for r in runs), default=-math.inf) for c in cols}
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 3 else "--:" for i in range(len(header))) + "|"]
-    for r in runs:
-        m = r["metrics"]
-        cells = [r["name"], str(m.get("model", "")), f"`{run_settings(r)}`" if run_settings(r) else "-"]
-        for c in cols:
-            v = (m.get(c[0]) or {}).get(c[1])
-            cell = f"{v:.4f}" if isinstance(v, (int, float)) else ""
-            cells.append(f"**{cell}**" if cell and len(runs) > 1 and _num(v) == best[c] else cell)
-        spe = seconds_per_epoch(m)
-        cells += [_fmt(m.get("best_epoch")), _fmt(m.get("epochs_run")), f"{spe:.2f}" if spe is not None else "",
-                  str(m.get("device", ""))]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i < 2 else "--:" for i in range(len(header))) + "|"]
+    for i, (g, p) in enumerate(zip(groups, pvals)):
+        tied = i == best or (p is not None and p >= ALPHA)
+        cells = [str(g[0]["metrics"].get("model", "")), _settings(g), str(len(g))]
+        for stage, metric, _ in cols:
+            cell = _pm(*group_stat(g, stage, metric))
+            cells.append(f"**{cell}**" if cell and tied and (stage, metric) == ("test", monitor) and len(groups) > 1
+                         else cell)
+        cells.append("best" if i == best and len(groups) > 1 else _fmt_p(p))
+        spe = mean_std([v for v in (seconds_per_epoch(r["metrics"]) for r in g) if v is not None])[0]
+        cells += [_fmt(_round(mean_std([float(r["metrics"]["best_epoch"]) for r in g])[0])),
+                  _fmt(_round(mean_std([float(r["metrics"]["epochs_run"]) for r in g])[0])),
+                  f"{spe:.2f}" if spe is not None else "",
+                  ", ".join(sorted({str(r["metrics"].get("device", "")) for r in g}))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+BEYOND = (("mrr", "MRR"), ("coverage", "coverage"), ("gini", "Gini"), ("avg_pop", "avg pop"))
+
+
+def _beyond_table(groups: list[list[dict]], monitor: str) -> str:
+    """Beyond-accuracy test metrics at the monitor's cut-off (mean ± std over seeds), when recorded."""
+    k = monitor.split("@")[1] if "@" in monitor else "20"
+    cols = [(f"{m}@{k}", h) for m, h in BEYOND if any(f"{m}@{k}" in (r["metrics"].get("test") or {})
+                                                       for g in groups for r in g)]
+    if not cols:
+        return ""
+    header = ["model", "settings", "seeds", *(f"{h}@{k}" for _, h in cols)]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i < 2 else "--:" for i in range(len(header))) + "|"]
+    for g in groups:
+        cells = [str(g[0]["metrics"].get("model", "")), _settings(g), str(len(g))]
+        cells += [_pm(*group_stat(g, "test", m), digits=2 if m.startswith("avg_pop") else 4) for m, _ in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -462,21 +626,38 @@ def results_page(dataset: str, runs: list[dict], monitor: str = "recall@20", com
                 f"{sum(rows.values()):,} interactions (train {rows.get('train', 0):,} / valid "
                 f"{rows.get('valid', 0):,} / test {rows.get('test', 0):,}); modalities: {mods}.", ""]
     out += [f"Protocol ([protocol.md](../protocol.md)): full ranking over all items, early stopping on valid "
-            f"{monitor}, test evaluated once at the best validation epoch. Columns: valid / test Recall (R) and "
-            "NDCG (N) at 10 and 20 of the best-validation state; *best epoch* / *epochs* run; *s/epoch*: mean "
-            "wall seconds per epoch (training + negative sampling + validation) on the run's device (timings "
-            "of runs that shared a machine with other jobs are only roughly comparable); *settings*: the "
-            "run's command-line overrides (`python experiments/train.py <settings>` reruns it; the full "
-            "configuration is under *Run details*). Best value per column in bold. Rows by valid " + monitor
-            + ".", ""]
+            f"{monitor}, test evaluated once at the best validation epoch. One row per model setting; runs that "
+            "differ only in `seed` are one row (*seeds*: how many), each metric the mean ± sample standard "
+            "deviation over them. Columns: valid / test Recall (R) and NDCG (N) at 10 and 20 of the "
+            f"best-validation state; *p*: two-sided paired t-test of the row's per-user test {monitor} "
+            "(averaged over its seeds) against the row with the best mean, over the users both evaluate; "
+            f"**bold**: the best row and the rows not significantly below it (p ≥ {ALPHA}); *best epoch* / "
+            "*epochs* run (means); *s/epoch*: mean wall seconds per epoch (training + negative sampling + "
+            "validation) on the run's device (timings of runs that shared a machine are only roughly "
+            "comparable); *settings*: the command-line overrides (`python experiments/train.py <settings> "
+            "seed=<s>` reruns a seed; full configurations under *Run details*). Rows by mean valid " + monitor
+            + ".", "",
+            "MMRec and most papers select hyperparameters and report the epoch with the best **test** score; "
+            "here every choice is made on validation and test is evaluated once, so these numbers are expected "
+            "to sit slightly below published ones.", ""]
     by_split: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
         by_split[_split_of(r)].append(r)
     titles = {"label": "Standard split (the dataset's x_label)", "cold": "Item cold start (split=cold)",
               "random": "MMRec random split (split=random)"}
     for split in sorted(by_split, key=lambda p: (p != "label", p)):
-        rs = sorted(by_split[split], key=lambda r: -_num((r["metrics"].get("valid") or {}).get(monitor)))
-        out += [f"## {titles.get(split, f'split={split}')}", "", _page_table(rs, monitor)]
+        groups = sorted(group_seeds(by_split[split]), key=lambda g: -_num(group_stat(g, "valid", monitor)[0]))
+        out += [f"## {titles.get(split, f'split={split}')}", "", _page_table(groups, monitor)]
+        if split == "cold":
+            out += ["On the cold split every test item is held out of training. *cold R* / *cold N*: the held-out "
+                    "items ranked among themselves only (how well a model orders items it never saw with a user); "
+                    "*cold share*: the share of the full top-K they fill (the warm/cold balance of the score). "
+                    "Overall R@20 needs both.", ""]
+        beyond = _beyond_table(groups, monitor)
+        if beyond:
+            out += [f"Beyond accuracy (test, top-{monitor.split('@')[-1]}): MRR; catalogue coverage (share of items in "
+                    "anyone's list); Gini index of item exposure (0 = even, 1 = one item); avg pop = mean train "
+                    "interactions of the recommended items.", "", beyond]
     if curves:
         out += ["## Training curves", "", f"Validation {monitor} per epoch (dot: best epoch), one panel per split.",
                 "", f"![valid {monitor} per epoch]({curves})", ""]
@@ -507,6 +688,32 @@ def write_results_page(folders: list[str | Path], dataset: str, out: str | Path 
     return written
 
 
+#: What a run's committed record holds (no checkpoints, no logs).
+RECORD_FILES = ("metrics.json", "per_user.npz", ".hydra/config.yaml", ".hydra/overrides.yaml")
+
+
+def archive_runs(folders: list[str | Path], dataset: str, dest: str | Path, exclude: tuple[str, ...] = ()) -> list[Path]:
+    """Copy the records (:data:`RECORD_FILES`) of the runs on ``dataset`` into ``dest/<run name>/``."""
+    import shutil
+
+    runs = [r for r in collect_runs(folders, exclude) if r["metrics"].get("dataset") == dataset]
+    if not runs:
+        raise SummaryError(f"no finished run (metrics.json) on dataset {dataset!r} to archive")
+    written = []
+    for r in runs:
+        target = Path(dest) / r["name"]
+        for rel in RECORD_FILES:
+            src = r["dir"] / rel
+            if src.is_file():
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, target / rel)
+        if not (target / "per_user.npz").is_file():
+            print(f"summarize: {r['name']} has no per_user.npz (written since per-user metrics exist): "
+                  "its row gets no p-value", file=sys.stderr)
+        written.append(target)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -519,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plots", action="store_true", help="only the CSV and the Markdown table")
     ap.add_argument("--page", metavar="DATASET", default=None,
                     help="write the results page <out>/DATASET.md and DATASET_curves.png from the runs on DATASET")
+    ap.add_argument("--archive", metavar="DEST", default=None,
+                    help="with --page: first copy the runs' records (metrics.json, per_user.npz, .hydra/config.yaml, "
+                    ".hydra/overrides.yaml) to DEST/<run>/, then build the page from DEST (e.g. docs/results/runs/lfm2k)")
     ap.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                     help="with --page: leave out runs whose name matches (repeatable), e.g. 'ep1_*'")
     args = ap.parse_args(argv)
@@ -526,6 +736,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.page is not None:
             cmd = "python experiments/summarize.py " + " ".join(
                 shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+            if args.archive is not None:
+                archived = archive_runs(args.folders, args.page, args.archive, tuple(args.exclude))
+                print(f"archived {len(archived)} run records in {args.archive}", file=sys.stderr)
+                args.folders, args.exclude = [args.archive], []
+                cmd = "python experiments/summarize.py " + " ".join(shlex.quote(a) for a in (
+                    "--page", args.page, args.archive, *(["--out", args.out] if args.out else []),
+                    *(["--metric", args.metric] if args.metric else []), *(["--no-plots"] if args.no_plots else [])))
             res = write_results_page(args.folders, args.page, args.out, args.metric or "recall@20",
                                      tuple(args.exclude), plots=not args.no_plots, command=cmd)
             print(f"{res['runs']} runs on {args.page}", file=sys.stderr)

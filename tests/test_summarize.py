@@ -68,10 +68,11 @@ def test_grid_sweep_csv_markdown_and_plot(summarize, tmp_path):
     assert [r["run"] for r in table] == [f"{i}_ulf-lfm2k" for i in range(9)]
     for r in table:
         v = vals[(int(r["model.k_user"]), float(r["model.beta"]))]
-        assert float(r["valid/recall@20"]) == pytest.approx(v)
-        assert float(r["test/recall@20"]) == pytest.approx(v - 0.01)
-        assert float(r["valid/ndcg@10"]) == pytest.approx(v / 4)
-        assert r["model"] == "ULF" and r["monitor"] == "recall@20" and r["epochs_run"] == "30"
+        assert float(r["valid_recall@20_mean"]) == pytest.approx(v)
+        assert float(r["test_recall@20_mean"]) == pytest.approx(v - 0.01)
+        assert float(r["valid_ndcg@10_mean"]) == pytest.approx(v / 4)
+        assert r["valid_recall@20_std"] == "" and r["n_seeds"] == "1" and r["seeds"] == "999"
+        assert r["model"] == "ULF" and r["monitor"] == "recall@20" and float(r["epochs_run"]) == 30
     md = (tmp_path / "out" / "summary.md").read_text().splitlines()
     assert md[0] == ("| run | model.k_user | model.beta | best epoch | valid/recall@10 | valid/recall@20 | "
                      "valid/ndcg@10 | valid/ndcg@20 | test/recall@10 | test/recall@20 | test/ndcg@10 | "
@@ -166,15 +167,16 @@ def test_results_page_tables_curves_and_command(summarize, tmp_path, capsys):
     assert "10 users, 8 items, 61 interactions (train 50 / valid 5 / test 6); modalities: text 384-d" in page
     label = page.index("## Standard split"), page.index("## Item cold start (split=cold)")
     table = [ln for ln in page[label[0]:label[1]].splitlines() if ln.startswith("| ")]
-    assert table[0].startswith("| run | model | settings | valid R@10 | valid R@20 | valid N@10 | valid N@20 | "
-                               "test R@10 | test R@20 | test N@10 | test N@20 | best epoch | epochs | s/epoch | device |")
-    # sorted by valid recall@20; the run given directly is named by its folder, the others by their path
-    assert table[1].startswith("| sweep/0_freedom | FREEDOM | `experiment=ref_freedom dataset=lfm2k` | **0.2000** | **0.4000** |")
-    assert table[2].startswith("| lgn | LightGCN | `model=lightgcn dataset=lfm2k` | 0.1500 | 0.3000 | 0.0750 | 0.1000 | "
-                               "0.1350 | 0.2700 |")
+    assert table[0] == ("| model | settings | seeds | valid R@20 | valid N@20 | test R@10 | test R@20 | test N@10 | "
+                        "test N@20 | p (test R@20) | best epoch | epochs | s/epoch | device |")
+    # sorted by valid recall@20; one seed each: no std; no per_user.npz: no p-value
+    assert table[1].startswith("| FREEDOM | `experiment=ref_freedom dataset=lfm2k` | 1 | 0.4000 | 0.1333 | 0.1800 | "
+                               "**0.3600** |")
+    assert table[2].startswith("| LightGCN | `model=lightgcn dataset=lfm2k` | 1 | 0.3000 | 0.1000 | 0.1350 | 0.2700 |")
     # best epoch, epochs run, seconds per epoch = train 1.0 + sampling 0.1 + validation 0.5 (every epoch)
-    assert table[1].endswith("| 3 | 4 | 1.60 | cpu |") and table[2].endswith("| 2 | 3 | 1.60 | cpu |")
-    cold = [ln for ln in page[label[1]:].splitlines() if ln.startswith("| cold_bpr")]
+    assert table[1].endswith("| best | 3 | 4 | 1.60 | cpu |") and table[2].endswith("|  | 2 | 3 | 1.60 | cpu |")
+    assert "no per_user" not in page and str(runs) not in page.split("```")[2]  # no absolute paths below the command
+    cold = [ln for ln in page[label[1]:].splitlines() if ln.startswith("| BPR")]
     assert len(cold) == 1 and "| 1 | 2 |" in cold[0]
     assert "ep1_probe" not in page and "tiktok_lgn" not in page and "trainer.progress" not in page
     assert "![valid recall@20 per epoch](lfm2k_curves.png)" in page
@@ -228,3 +230,89 @@ def test_page_without_matplotlib(summarize, tmp_path, monkeypatch):
     assert summarize.main(["--page", "lfm2k", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--no-plots"]) == 0
     page = (tmp_path / "o" / "lfm2k.md").read_text()
     assert "## Training curves" not in page and not list((tmp_path / "o").glob("*.png"))
+
+
+# ------------------------------------------------------------------------------------------------
+# seeds, significance, committed records
+
+
+def seeded_runs(root: Path, rng_seed: int = 0):
+    """Two models x 3 seeds on 200 users, with per_user.npz; model B slightly and consistently better."""
+    import numpy as np
+
+    rng = np.random.default_rng(rng_seed)
+    users = np.arange(200)
+    base = rng.random(200)
+    arrays = {}
+    for model, shift, name in (("LightGCN", 0.0, "lightgcn"), ("CRANE", 0.03, "crane")):
+        for seed in (1, 2, 999):
+            per_user = np.clip(base + shift + rng.normal(0, 0.05, 200), 0, 1)
+            folder = root / f"{name}_s{seed}"
+            m = page_run(folder, model=model, curve=(0.1, float(per_user.mean())),
+                         overrides=(f"experiment=ref_{name}", "dataset=lfm2k", f"seed={seed}"))
+            m["seed"] = seed
+            m["config"]["seed"] = seed
+            m["test"]["recall@20"] = float(per_user.mean())
+            (folder / "metrics.json").write_text(json.dumps(m))
+            np.savez(folder / "per_user.npz", users=users, **{"recall@20": per_user.astype(np.float32)},
+                     valid_users=users, **{"valid_recall@20": per_user.astype(np.float32)})
+            arrays[(model, seed)] = per_user.astype(np.float32).astype(np.float64)
+    return arrays
+
+
+def test_seeds_form_one_row_with_mean_std_and_paired_p(summarize, tmp_path):
+    import numpy as np
+
+    stats = pytest.importorskip("scipy.stats")
+    arrays = seeded_runs(tmp_path / "runs")
+    runs = summarize.collect_runs([tmp_path / "runs"])
+    groups = summarize.group_seeds(runs)
+    assert sorted((g[0]["metrics"]["model"], [r["metrics"]["seed"] for r in g]) for g in groups) == [
+        ("CRANE", [1, 2, 999]), ("LightGCN", [1, 2, 999])]
+    best, pvals = summarize.p_values(groups, "test", "recall@20")
+    assert groups[best][0]["metrics"]["model"] == "CRANE"
+    lgn = next(i for i, g in enumerate(groups) if g[0]["metrics"]["model"] == "LightGCN")
+    mean_of = lambda model: np.mean([arrays[(model, s)] for s in (1, 2, 999)], axis=0)  # noqa: E731
+    assert pvals[lgn] == pytest.approx(stats.ttest_rel(mean_of("LightGCN"), mean_of("CRANE")).pvalue, rel=1e-6)
+    assert pvals[lgn] < 0.05 and pvals[best] is None
+    means = [float(arrays[("LightGCN", s)].mean()) for s in (1, 2, 999)]
+    mean, std = summarize.group_stat(groups[lgn], "test", "recall@20")
+    assert mean == pytest.approx(np.mean(means), abs=1e-6) and std == pytest.approx(np.std(means, ddof=1), abs=1e-6)
+    # the sweep summary: one CSV row per model, n_seeds, _mean / _std, p_value
+    summarize.summarize(tmp_path / "runs", out=tmp_path / "out", plots=False)
+    with (tmp_path / "out" / "summary.csv").open() as f:
+        table = {r["model"]: r for r in csv.DictReader(f)}
+    assert table["LightGCN"]["n_seeds"] == "3" and table["LightGCN"]["seeds"] == "1 2 999"
+    assert float(table["LightGCN"]["test_recall@20_std"]) == pytest.approx(np.std(means, ddof=1), abs=1e-6)
+    assert float(table["LightGCN"]["p_value"]) == pytest.approx(pvals[lgn]) and table["CRANE"]["p_value"] == ""
+
+
+def test_page_marks_rows_not_significantly_below_the_best(summarize, tmp_path):
+    seeded_runs(tmp_path / "runs")
+    page = summarize.results_page("lfm2k", summarize.collect_runs([tmp_path / "runs"]))
+    rows = [ln for ln in page.splitlines() if ln.startswith(("| CRANE", "| LightGCN"))][:2]
+    crane, lgn = sorted(rows, key=lambda ln: not ln.startswith("| CRANE"))
+    assert "| `experiment=ref_crane dataset=lfm2k` | 3 |" in crane and "| best |" in crane
+    assert "seed=" not in crane
+    assert " ± " in crane and crane.count("**") == 2  # the best row's test R@20 in bold
+    assert "**" not in lgn  # significantly below the best
+    assert "MMRec and most papers select hyperparameters" in page
+
+
+def test_archive_then_page_regenerates_byte_for_byte(summarize, tmp_path, monkeypatch, capsys):
+    seeded_runs(tmp_path / "scratch")
+    for f in (tmp_path / "scratch").glob("*/"):
+        (f / "best.pt").write_bytes(b"checkpoint")  # not part of a record
+    monkeypatch.chdir(tmp_path)
+    args = ["--page", "lfm2k", "scratch", "--archive", "docs/results/runs/lfm2k", "--out", "docs/results", "--no-plots"]
+    assert summarize.main(args) == 0
+    assert "archived 6 run records" in capsys.readouterr().err
+    rec = tmp_path / "docs/results/runs/lfm2k/crane_s1"
+    assert sorted(p.relative_to(rec).as_posix() for p in rec.rglob("*") if p.is_file()) == [
+        ".hydra/overrides.yaml", "metrics.json", "per_user.npz"]
+    page = (tmp_path / "docs/results/lfm2k.md").read_bytes()
+    cmd = "python experiments/summarize.py --page lfm2k docs/results/runs/lfm2k --out docs/results --no-plots"
+    assert cmd.encode() in page and str(tmp_path).encode() not in page
+    (tmp_path / "docs/results/lfm2k.md").unlink()
+    assert summarize.main(cmd.split()[2:]) == 0  # the command the page states
+    assert (tmp_path / "docs/results/lfm2k.md").read_bytes() == page

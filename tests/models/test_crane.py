@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from mmgraph.data.mmrec import DatasetError
 from mmgraph.data.sampler import UniformNegativeSampler
 from mmgraph.graph import build_graph
-from mmgraph.models.crane import CACHE_ATTR, CRANE, OPS_ATTR, SETTING_ABLATIONS, VARIANTS
+from mmgraph.models.crane import CACHE_ATTR, CRANE, OPS_ATTR, SETTING_ABLATIONS
 from mmgraph.nn.user_profile import user_profiles
 from mmgraph.training.run import load_dataset
 from mmgraph.typing import ITEM, IU, UI
