@@ -38,6 +38,7 @@ from mmgraph.data.split import RecSplit
 from mmgraph.evaluation.ranking import FullRankingEvaluator
 from mmgraph.graph.build import build_graph
 from mmgraph.models.lightgcn import LightGCN
+from mmgraph.training import Trainer
 from mmgraph.typing import BPRBatch
 from mmgraph.utils.io import atomic_write_json
 from mmgraph.utils.memory import peak_rss_mb
@@ -76,21 +77,17 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[list
 
 # --------------------------------------------------------------------------- training
 def train_epoch(model: LightGCN, data, batch_all: BPRBatch, opt: torch.optim.Optimizer, bs: int) -> float:
-    """One epoch as ``mmgraph.training.Trainer.fit`` runs it (minus tqdm/checkpointing); mean loss."""
+    """One epoch of ``Trainer.step`` calls, as ``Trainer.fit`` runs them (minus tqdm/checkpointing); mean loss."""
     model.train()
+    trainer = Trainer(progress=False)
+    state: dict = {}
     n = batch_all.users.numel()
     total = 0.0
     n_batches = math.ceil(n / bs)
     for b in range(n_batches):
         sl = slice(b * bs, (b + 1) * bs)
         batch = BPRBatch(*(t[sl] for t in batch_all))
-        opt.zero_grad(set_to_none=True)
-        loss = model.loss(data, batch)["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at batch {b + 1}")
-        loss.backward()
-        opt.step()
-        total += float(loss.detach())
+        total += trainer.step(model, data, batch, opt, where=f"batch {b + 1}", state=state)["loss"]
     return total / n_batches
 
 

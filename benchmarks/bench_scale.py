@@ -86,14 +86,12 @@ def main(argv: list[str] | None = None) -> dict:
     n_timed = n_batches - 1 if args.batches == 0 else min(args.batches, n_batches - 1)
     graph = model.train_graph(data, 0)
     model.train()
+    step_state: dict = {}
 
     def step(b: int) -> float:
         batch = BPRBatch(*(x[b * bs:(b + 1) * bs] for x in batch_all)).to(device)
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = model.loss(graph, batch)["loss"]
-        loss.backward()
-        opt.step()
+        trainer.step(model, graph, batch, opt, where=f"batch {b + 1}", state=step_state)  # the trainer's own step
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
