@@ -114,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exclude", choices=EXCLUDE, default="seen", help="interactions never recommended")
     ap.add_argument("--users", default="all", help="FILE with one user id per line, or 'all' (default)")
     ap.add_argument("--out", type=Path, default=None, help="recs.csv or recs.parquet")
-    ap.add_argument("--index", choices=("exact", "mips", "approx"), default="exact",
-                    help="exact (blocked matmul + top-k, any model), mips / approx (faiss, dot-product models)")
+    ap.add_argument("--index", choices=("exact", "mips", "ivf", "approx"), default="exact",
+                    help="exact (blocked matmul + top-k, any model); mips (faiss exact), ivf (faiss inverted file), "
+                    "approx (faiss IVF-PQ): dot-product models, pip install faiss-cpu")
     ap.add_argument("--export-embeddings", type=Path, default=None, metavar="DIR")
     ap.add_argument("--raw-ids", action="store_true", help="write the dataset's raw ids (needs its id maps)")
     ap.add_argument("--data-root", default=None, help="where the datasets are, if not where the run read them")

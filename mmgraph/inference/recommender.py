@@ -31,7 +31,29 @@ log = logging.getLogger(__name__)
 
 Exclude = Literal["seen", "train", "none"]
 EXCLUDE = ("seen", "train", "none")
-INDEXES = ("exact", "mips", "approx")
+INDEXES = ("exact", "mips", "ivf", "approx")
+
+
+def _ivf_flat_index(emb: Tensor, num_cells: int, num_cells_to_visit: int):
+    """PyG ``KNNIndex`` over a faiss ``IndexIVFFlat`` (inner product): the items are clustered into
+    ``num_cells`` cells; a query scores exactly (no compression) the items of its
+    ``num_cells_to_visit`` best cells."""
+    from torch_geometric.nn.pool.knn import KNNIndex
+
+    class IVFFlatMIPSIndex(KNNIndex):
+        def __init__(self) -> None:
+            super().__init__(index_factory=None, emb=None)
+
+        def _create_index(self, channels: int):
+            import faiss
+
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(channels), channels, num_cells, faiss.METRIC_INNER_PRODUCT)
+            index.nprobe = num_cells_to_visit
+            return index
+
+    idx = IVFFlatMIPSIndex()
+    idx.add(emb)
+    return idx
 
 
 class InferenceError(ValueError):
@@ -94,7 +116,7 @@ class Recommender:
         self.block_size = block_size
         self.user_ids, self.item_ids = user_ids, item_ids
         with torch.no_grad():
-            emb = self.model(data.to(self.device))  # the one forward
+            emb = self.model(data.to(self.device) if data is not None else None)  # the one forward
         self._user_emb, self._item_emb = emb["user"].detach(), emb["item"].detach()
         dot = getattr(self.model.score, "__func__", None) is GraphRecommender.score
         self.dot_product = dot
@@ -197,9 +219,12 @@ class Recommender:
         """The retrieval index over the item embeddings (built once per kind).
 
         ``'exact'``: blocked score matrix + ``topk`` (any model; returns ``None``). ``'mips'``: PyG's
-        ``MIPSKNNIndex`` (faiss exact inner product); ``'approx'``: PyG's ``ApproxMIPSKNNIndex`` (faiss
-        IVF-PQ; defaults ``num_cells = 4·√I``, ``num_cells_to_visit = num_cells / 4``, 8 bits per
-        dimension). Both need the ``ann`` extra (``pip install faiss-cpu``) and a dot-product model.
+        ``MIPSKNNIndex`` (faiss exact inner product); ``'ivf'``: an inverted file of uncompressed
+        vectors on PyG's ``KNNIndex`` (faiss ``IndexIVFFlat``; defaults ``num_cells = 4·√I``,
+        ``num_cells_to_visit = num_cells / 16``); ``'approx'``: PyG's ``ApproxMIPSKNNIndex`` (faiss
+        IVF-PQ, one 8-bit sub-quantizer per dimension unless ``bits_per_vector`` says otherwise;
+        ``num_cells_to_visit`` default ``num_cells / 4``). All but ``exact`` need the ``ann`` extra
+        (``pip install faiss-cpu``) and a dot-product model.
         """
         if kind not in INDEXES:
             raise InferenceError(f"index must be one of {INDEXES}, got {kind!r}")
@@ -216,13 +241,15 @@ class Recommender:
                 raise InferenceError(f"index={kind!r} needs faiss: pip install faiss-cpu "
                                      "(or pip install -e '.[ann]'); index='exact' needs nothing") from e
             emb = self._item_emb.float().cpu().contiguous()
+            cells = num_cells or max(1, int(4 * self.num_items ** 0.5))
             if kind == "mips":
                 self._indexes[kind] = MIPSKNNIndex(emb)
+            elif kind == "ivf":
+                self._indexes[kind] = _ivf_flat_index(emb, cells, num_cells_to_visit or max(1, cells // 16))
             else:
-                cells = num_cells or max(1, int(4 * self.num_items ** 0.5))
                 self._indexes[kind] = ApproxMIPSKNNIndex(
                     num_cells=cells, num_cells_to_visit=num_cells_to_visit or max(1, cells // 4),
-                    bits_per_vector=bits_per_vector or 8 * emb.size(1), emb=emb)
+                    bits_per_vector=bits_per_vector or emb.size(1), emb=emb)  # PQ sub-quantizers (8 bits each)
         return self._indexes[kind]
 
     def _search(self, index, users: Tensor, k: int, excl: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:

@@ -166,3 +166,15 @@ def test_every_model_loads_from_a_one_epoch_run_and_recommends(tmp_path, cache_d
     for u, i in rec.split.train.T.tolist():
         scores[u, i] = float("-inf")
     assert torch.equal(got.items, torch.topk(scores, 5, dim=1).indices)
+
+
+def test_ivf_visiting_every_cell_is_exact_and_non_dot_models_refuse_ann(trained):
+    pytest.importorskip("faiss")
+    rec = Recommender.from_run(trained[0], device="cpu")
+    rec.index("ivf", num_cells=4, num_cells_to_visit=4)
+    exact = rec.recommend(k=10, exclude="train")
+    ivf = rec.recommend(k=10, exclude="train", index="ivf")
+    assert torch.equal(ivf.items, exact.items)
+    rec.dot_product = False  # as for a model with its own score function
+    with pytest.raises(InferenceError, match="not a dot product"):
+        rec.index("approx")
