@@ -67,6 +67,8 @@ class GraphSpec:
             user's positive neighbour weights: DualGNN's softmax of co-interaction counts) or
             ``'none'``. (default: ``'sym'``)
         block_size: rows per kNN block (memory knob; not part of the cache key).
+        knn_precision: ``'fp32'`` or ``'bf16'`` (bf16 candidates re-ranked and certified in fp32, the
+            same neighbours; :func:`~mmgraph.graph.topk_cosine`) for the feature kNN graphs. (default: ``'fp32'``)
     """
 
     ui_norm: str = "sym"
@@ -83,6 +85,7 @@ class GraphSpec:
     user_knn_norm: str = "sym"
     user_knn_loop: bool = False
     block_size: int | None = field(default=None, compare=False)
+    knn_precision: str = field(default="fp32", compare=False)
 
     def __post_init__(self) -> None:
         if self.ui_norm not in ("sym", "rw_selfloop", "none"):
@@ -92,6 +95,8 @@ class GraphSpec:
         for name in ("item_knn_norm", "user_knn_norm"):
             if getattr(self, name) not in _NORMS:
                 raise ValueError(f"GraphSpec.{name} must be one of {_NORMS}, got {getattr(self, name)!r}")
+        if self.knn_precision not in ("fp32", "bf16"):
+            raise ValueError(f"GraphSpec.knn_precision must be 'fp32' or 'bf16', got {self.knn_precision!r}")
         for name in ("item_knn_k", "user_knn_k"):
             v = getattr(self, name)
             if v is not None and int(v) <= 0:
@@ -253,7 +258,8 @@ def build_graph(data: HeteroData, spec: GraphSpec | None, cache_dir: str | Path 
             e, ew = _cached(
                 cache, f"item_knn_{m}", key,
                 lambda x=x: knn_graph(x, int(spec.item_knn_k), loop=spec.item_knn_loop,
-                                      weighted=spec.item_knn_weighted, batch_size=spec.block_size),
+                                      weighted=spec.item_knn_weighted, batch_size=spec.block_size,
+                                      precision=spec.knn_precision),
             )
             ew = normalize(e, I, ew, spec.item_knn_norm)
             if spec.item_knn_modalities:
@@ -287,7 +293,8 @@ def build_graph(data: HeteroData, spec: GraphSpec | None, cache_dir: str | Path 
             e, ew = _cached(
                 cache, f"user_knn_{src}", key,
                 lambda: knn_graph(scatter_mean_features(ei, x, U), int(spec.user_knn_k), loop=spec.user_knn_loop,
-                                  weighted=spec.user_knn_weighted, batch_size=spec.block_size),
+                                  weighted=spec.user_knn_weighted, batch_size=spec.block_size,
+                                  precision=spec.knn_precision),
             )
         _set(out, UU, e, normalize(e, U, ew, spec.user_knn_norm), U, U)
     return out
