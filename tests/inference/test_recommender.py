@@ -178,3 +178,15 @@ def test_ivf_visiting_every_cell_is_exact_and_non_dot_models_refuse_ann(trained)
     rec.dot_product = False  # as for a model with its own score function
     with pytest.raises(InferenceError, match="not a dot product"):
         rec.index("approx")
+
+
+def test_cli_parquet_output_equals_csv(trained, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    cli = _cli()
+    args = [str(trained[0]), "--k", "5", "--no-progress", "--device", "cpu"]
+    assert cli.main([*args, "--out", str(tmp_path / "r.csv")]) == 0
+    assert cli.main([*args, "--out", str(tmp_path / "r.parquet")]) == 0
+    a, b = pd.read_csv(tmp_path / "r.csv"), pd.read_parquet(tmp_path / "r.parquet")
+    assert list(b.columns) == ["user", "rank", "item", "score"] and len(a) == len(b)
+    assert (a[["user", "rank", "item"]].values == b[["user", "rank", "item"]].values).all()
