@@ -34,10 +34,10 @@ FEATURE_SUFFIX = "_feat.npy"
 
 #: Public sources of the datasets that MMRec distributes (shown when a folder is missing).
 KNOWN_SOURCES = {
-    "baby": "MMRec's data README (Amazon 2014 Baby 5-core, with image_feat.npy and text_feat.npy)",
-    "sports": "MMRec's data README (Amazon 2014 Sports 5-core, with image_feat.npy and text_feat.npy)",
-    "clothing": "MMRec's data README (Amazon 2014 Clothing 5-core, with image_feat.npy and text_feat.npy)",
-    "elec": "MMRec's data README (Amazon 2014 Electronics 5-core, with image_feat.npy and text_feat.npy)",
+    "baby": "the Amazon 2014 dump, built with `python experiments/prepare_amazon.py --raw raw --category Baby --out <data_root> --download` (or MMRec's ready folder, its data README)",
+    "sports": "the Amazon 2014 dump, built with `python experiments/prepare_amazon.py --raw raw --category Sports_and_Outdoors --out <data_root> --download` (or MMRec's ready folder, its data README)",
+    "clothing": "the Amazon 2014 dump, built with `python experiments/prepare_amazon.py --raw raw --category Clothing_Shoes_and_Jewelry --out <data_root> --download` (or MMRec's ready folder, its data README)",
+    "elec": "the Amazon 2014 dump, built with `python experiments/prepare_amazon.py --raw raw --category Electronics --out <data_root> --download` (or MMRec's ready folder, its data README)",
     "microlens": "MMRec's data README, MicroLens folder contributed in enoche/MMRec#29",
     "lfm2k": "giuspillo/extending_sota_data_mm_feat, folder 4_mmrec/data/lfm2k",
     "tiktok": "HKUDS/DiffMM Datasets/tiktok (converted to MMRec's .inter format)",
