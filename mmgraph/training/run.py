@@ -20,6 +20,7 @@ from mmgraph.evaluation.ranking import NonFiniteScoresError
 from mmgraph.graph.build import tensor_digest
 from mmgraph.models.base import GraphRecommender, dataset_kwargs, prepare_data
 from mmgraph.training.config_check import ConfigError, check_config
+from mmgraph.training.loggers import LoggerError, NoLogger, flat_params
 from mmgraph.training.trainer import DivergenceError, ResumeError, Trainer, load_checkpoint
 from mmgraph.utils.io import atomic_save_npz, atomic_write_json
 from mmgraph.utils.memory import peak_rss_mb
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 #: Errors caused by the user's input or run (bad config, data, checkpoint; divergence): the CLI prints
 #: their message and exits 2, without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatasetError, SplitError, ResumeError,
-                                                 DivergenceError, NonFiniteScoresError)
+                                                 DivergenceError, NonFiniteScoresError, LoggerError)
 
 #: Trainer keys that may change between an interrupted run and its resumption: output and device
 #: settings, and the stopping rule (max_epochs, patience), which decides where a run ends but not
@@ -131,6 +132,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
     """
     t_start = time.perf_counter()
     check_config(cfg)  # wrong keys or types fail here, before any data is read
+    tracker = _tracker(cfg)  # a selected but missing tracking backend too
     out = _output_dir(cfg, output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
@@ -149,6 +151,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
                  resume_from.parent)
         out = resume_from.parent
     previous = _read_metrics(out / "metrics.json") if resume_from is not None else None
+    tracker.start(flat_params(OmegaConf.to_container(cfg, resolve=True)), out)
+    trainer.epoch_callbacks.append(tracker.log_epoch)
     fit = trainer.fit(model, data, split, out, seed=int(cfg.seed), fingerprint=fingerprint,
                       resume_from=resume_from, meta={"data": digests})
     test, test_s, test_rows = trainer.test(model, data, split, fit.best_state, per_user=True)  # the only test
@@ -185,7 +189,20 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]
                 metrics[key] = previous[key]
     atomic_write_json(out / "metrics.json", metrics)
     log.info("wrote %s", out / "metrics.json")
+    tracker.finish(metrics, out)
     return metrics
+
+
+def _tracker(cfg: DictConfig):
+    """The configured experiment tracker (``logger`` group), or :class:`NoLogger`."""
+    if cfg.get("logger") is None:
+        return NoLogger()
+    try:
+        return instantiate(cfg.logger, _convert_="all")
+    except InstantiationException as e:
+        if isinstance(e.__cause__, LoggerError):
+            raise e.__cause__ from None
+        raise
 
 
 def write_per_user(path: Path, test_rows: dict, valid_rows: dict) -> None:

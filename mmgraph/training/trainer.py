@@ -153,6 +153,8 @@ class Trainer:
         self.lr_decay_every = lr_decay_every
         self.clip_grad_norm = clip_grad_norm
         self.evaluator = evaluator or FullRankingEvaluator()
+        #: Called with each epoch's history record after its validation (``run`` adds the logger's).
+        self.epoch_callbacks: list = []
         self.device = resolve_device(device)
         self.resume = resume
         self.checkpoint_every = checkpoint_every
@@ -327,6 +329,8 @@ class Trainer:
         score = valid[self.monitor]
         state["history"].append({"epoch": epoch + 1, "loss": terms["loss"], "losses": terms,
                                  "valid": valid, "train_s": t_train, "eval_s": t_eval})
+        for callback in self.epoch_callbacks:  # experiment trackers (mmgraph.training.loggers)
+            callback(state["history"][-1])
         improved = score > state["best_score"]
         if improved:
             state.update(best_score=score, best_epoch=epoch + 1, best_valid=valid, bad_evals=0,
