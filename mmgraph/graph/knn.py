@@ -86,9 +86,10 @@ def topk_cosine(x: Tensor, k: int, *, loop: bool = True, batch_size: int | None 
         certify: the margin. ``'bound'``: the worst-case bf16 error (:func:`bf16_dot_error_bound`,
             ≈ 0.012; the result then equals fp32 whatever the data, ties aside, but on features whose
             cosines crowd together most rows fall back to fp32). ``'observed'``: 4× the largest
-            error bf16 actually made on the ``N·C`` candidate pairs (rounding errors are data-
-            independent, so this bounds the others with a wide safety factor; measured ≥ 99.9 %
-            identical neighbour sets), capped by the worst case. (default: ``'observed'``)
+            error bf16 actually made on the ``N·C`` candidate pairs, capped by the worst case: a
+            heuristic (the pairs outside the candidates see rounding errors of the same distribution,
+            not a proof), measured at 100 % identical neighbour sets in ``benchmarks/bench_knn.py``.
+            (default: ``'observed'``)
 
     Returns:
         ``(values [N, k], indices [N, k])``, each row sorted by decreasing similarity.
