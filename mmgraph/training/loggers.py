@@ -118,9 +118,9 @@ class MLflowLogger(NoLogger):
         self.client = self.run_id = None
 
     def start(self, params: dict[str, Any], out: Path) -> None:
-        from mlflow.tracking import MlflowClient
-
         import os
+
+        from mlflow.tracking import MlflowClient
 
         uri = self.tracking_uri
         if "://" not in uri and not uri.startswith(("file:", "sqlite:")):
