@@ -15,7 +15,7 @@ from mmgraph.models.base import GraphRecommender, edge_inputs
 from mmgraph.models.lightgcn import lightgcn_propagate
 from mmgraph.nn.conv import BipartiteLGConv, KNNConv
 from mmgraph.nn.dct import dct as dct_1d
-from mmgraph.nn.dct import dctn
+from mmgraph.nn.dct import dctn, idct
 from mmgraph.nn.pwc import SCHEDULES, THETA_MODES, ProgressiveWeightCopying
 from mmgraph.typing import II, ITEM, IU, UI, BPRBatch
 
@@ -60,7 +60,13 @@ class LIRDRec(GraphRecommender):
     orthonormal, FFT-based, never an ``I × I`` matrix; it makes an item's input depend on all
     items and their order); ``'none'`` feeds the raw concatenation. Computed once, from
     ``data``, by :meth:`init_from_data` into a non-persistent buffer; the raw features are read
-    from ``data`` in every forward and are never trained.
+    from ``data`` in every forward and are never trained. With ``'feature'`` and ``fold_dct``
+    (default) no transformed copy exists: the orthonormal DCT ``C_m`` is folded into the shared
+    layer's weights, :math:`\mathrm{DCT}(\mathbf{X}^m)\mathbf{W}_m^\top = \mathbf{X}^m
+    (\mathbf{W}_m C_m)^\top` with :math:`\mathbf{W}_m C_m` the row-wise inverse DCT of the
+    weight block (:func:`~mmgraph.nn.dct.idct`, exact), and each modality's first encoder layer
+    and its block of the shared first layer become one GEMM over :math:`\mathbf{X}^m`. The
+    parameters (and checkpoints) are the same as unfolded; only the arithmetic order changes.
 
     **PWC state.** The PWC epoch counter, the copied target θ and the last training weights are
     buffers/parameters of the model (so checkpoints and the best state carry them; evaluation
@@ -103,6 +109,8 @@ class LIRDRec(GraphRecommender):
             (code: :math:`\mathbf{R}_I`) or ``'ego'`` (the eq. 14 features :math:`\mathbf{X}^{(0)}_I`,
             a reading of the paper's "initial item representation"). (default: ``'readout'``)
         dct_block_size: slices per block of the DCT (memory knob; default automatic).
+        fold_dct: with ``dct='feature'``, fold the DCT into the first layers' weights instead of
+            storing the transformed features (above). (default: ``True``)
         graph: graph spec (default: FREEDOM's item graph with equal modality weights).
     """
 
@@ -114,7 +122,8 @@ class LIRDRec(GraphRecommender):
                  decay_weight: float = 0.9, decay_base: float = 0.9, pwc: str = "pwc",
                  pwc_schedule: str = "code", pwc_theta: str = "param", dct: str = "feature",
                  shared_branch: bool = True, drop_modality: str | None = None, ii_residual: str = "readout",
-                 dct_block_size: int | None = None, graph: GraphSpec | None = None) -> None:
+                 dct_block_size: int | None = None, fold_dct: bool = True,
+                 graph: GraphSpec | None = None) -> None:
         for name, value, allowed in (("pwc", pwc, PWC_MODES), ("dct", dct, DCT_MODES),
                                      ("ii_residual", ii_residual, II_RESIDUALS),
                                      ("pwc_schedule", pwc_schedule, SCHEDULES),
@@ -151,6 +160,7 @@ class LIRDRec(GraphRecommender):
         self.pwc_mode = pwc
         self.dct_mode = dct
         self.dct_block_size = dct_block_size
+        self.fold_dct = bool(fold_dct and dct == "feature" and shared_branch)
         self.drop_modality = drop_modality
         self.ii_residual = ii_residual
 
@@ -184,7 +194,7 @@ class LIRDRec(GraphRecommender):
     @torch.no_grad()
     def init_from_data(self, data: HeteroData) -> None:
         """Compute the shared branch's constant input ``[T(X^0) | … | T(X^{M-1})]`` from ``data``."""
-        if not self.shared_branch:
+        if not self.shared_branch or self.fold_dct:
             return
         parts = []
         for m in self.modalities:
@@ -202,12 +212,29 @@ class LIRDRec(GraphRecommender):
     # --------------------------------------------------------------- parts
     def item_features(self, data: HeteroData) -> Tensor:
         """Ego item representations ``[I, B·d]``: normalised modality (and shared) MLP outputs."""
+        if self.fold_dct:
+            return self._folded_item_features(data)
         blocks = [self.encoders[m](data[ITEM][f"x_{m}"]) for m in self.modalities]  # each [I, d]
         if self.shared_branch:
             if self.shared_input.numel() == 0:
                 raise RuntimeError("LIRDRec: call model.init_from_data(data) before the first forward "
                                    "(mmgraph.training.run does) to compute the DCT input")
             blocks.append(self.shared(self.shared_input))
+        return torch.cat([F.normalize(b, dim=1) for b in blocks], dim=1)  # [I, B·d]
+
+    def _folded_item_features(self, data: HeteroData) -> Tensor:
+        """:meth:`item_features` with the DCT folded into the weights: one GEMM per modality."""
+        H, shared0 = self.hidden_dim, self.shared[0]
+        blocks, shared_pre, off = [], shared0.bias, 0
+        for m in self.modalities:
+            enc0, F_m = self.encoders[m][0], self.dims[m]
+            w_shared = idct(shared0.weight[:, off:off + F_m], dim=1)  # W_m C_m, [H, F_m]
+            off += F_m
+            h = F.linear(data[ITEM][f"x_{m}"], torch.cat([enc0.weight, w_shared]))  # [I, 2H]
+            h_enc, h_shared = h.split(H, dim=1)
+            blocks.append(self.encoders[m][2](self.encoders[m][1](h_enc + enc0.bias)))
+            shared_pre = shared_pre + h_shared
+        blocks.append(self.shared[2](self.shared[1](shared_pre)))
         return torch.cat([F.normalize(b, dim=1) for b in blocks], dim=1)  # [I, B·d]
 
     def user_features(self) -> Tensor:
@@ -259,7 +286,7 @@ class LIRDRec(GraphRecommender):
         return (super().extra_repr() + f", modalities={self.modalities}, num_blocks={self.num_blocks}, "
                 f"num_ui_layers={self.num_ui_layers}, num_ii_layers={self.num_ii_layers}, "
                 f"pwc={self.pwc_mode!r}, dct={self.dct_mode!r}, shared_branch={self.shared_branch}, "
-                f"ii_residual={self.ii_residual!r}")
+                f"ii_residual={self.ii_residual!r}, fold_dct={self.fold_dct}")
 
 
 def _kept_weights(weights: dict[str, float], kept: list[str]) -> dict[str, float]:

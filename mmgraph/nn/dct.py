@@ -48,6 +48,42 @@ def _dct_last(x: Tensor) -> Tensor:
     return (out * scale).to(x.dtype)
 
 
+def _idct_last(y: Tensor) -> Tensor:
+    """Inverse of :func:`_dct_last` (orthonormal DCT-III) along the last axis, by Makhoul's inverse:
+    with unnormalised coefficients ``X_k`` (and ``X_N = 0``), ``V_k = e^{iπk/2N} (X_k − i X_{N−k})``,
+    ``v = IFFT(V)``, then ``x_{2n} = v_n`` and ``x_{2n+1} = v_{N−1−n}``."""
+    n = y.size(-1)
+    scale = torch.full((n,), math.sqrt(2.0 / n), dtype=torch.float64, device=y.device)
+    scale[0] = math.sqrt(1.0 / n)
+    X = y.double() / scale
+    X_rev = torch.cat([torch.zeros_like(X[..., :1]), X[..., 1:].flip(-1)], dim=-1)  # X_{N-k}
+    k = torch.arange(n, device=y.device, dtype=torch.float64)
+    twiddle = torch.polar(torch.ones_like(k), math.pi * k / (2 * n))
+    v = torch.fft.ifft(twiddle * torch.complex(X, -X_rev), dim=-1).real
+    half = (n + 1) // 2
+    x = torch.cat([v[..., :half].unsqueeze(-1), _pad_to(v[..., half:].flip(-1), half).unsqueeze(-1)], dim=-1)
+    return x.reshape(*v.shape[:-1], 2 * half)[..., :n].to(y.dtype)
+
+
+def _pad_to(t: Tensor, length: int) -> Tensor:
+    """``t`` padded with zeros on the right of its last axis to ``length`` entries."""
+    if t.size(-1) == length:
+        return t
+    return torch.cat([t, t.new_zeros(*t.shape[:-1], length - t.size(-1))], dim=-1)
+
+
+def idct(x: Tensor, dim: int = -1) -> Tensor:
+    """Inverse of :func:`dct` (``scipy.fft.idct(type=2, norm='ortho')``, the transposed matrix), along
+    ``dim`` of a 2-D tensor; differentiable (used to fold the DCT into a linear layer's weights)."""
+    if x.dim() != 2:
+        raise ValueError(f"idct expects a 2-D tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"idct expects a floating-point tensor, got {x.dtype}")
+    if x.numel() == 0:
+        return x.clone()
+    return _idct_last(x) if dim % 2 == 1 else _idct_last(x.t()).t()
+
+
 def dct(x: Tensor, dim: int = -1, *, block_size: int | None = None) -> Tensor:
     """Orthonormal DCT-II of a 2-D tensor along ``dim`` (``scipy.fft.dct(type=2, norm='ortho')``).
 
@@ -87,4 +123,4 @@ def dctn(x: Tensor, dims: tuple[int, ...] = (0, 1), *, block_size: int | None = 
     return x
 
 
-__all__ = ["dct", "dctn"]
+__all__ = ["dct", "dctn", "idct"]

@@ -50,7 +50,7 @@ def test_no_item_id_embeddings_and_code_parameter_count():
 
 @pytest.mark.parametrize("mode", ["feature", "full", "none"])
 def test_shared_input_is_the_dct_of_each_modality(tiny_data, mode):
-    model, data, _ = make(tiny_data, dct=mode)
+    model, data, _ = make(tiny_data, dct=mode, fold_dct=False)
     parts = []
     for m in ("image", "text"):
         x = data[ITEM][f"x_{m}"].double().numpy()
@@ -61,6 +61,22 @@ def test_shared_input_is_the_dct_of_each_modality(tiny_data, mode):
         parts.append(x)
     np.testing.assert_allclose(model.shared_input.numpy(), np.concatenate(parts, 1), atol=1e-5)
     assert "shared_input" not in model.state_dict()  # a constant, not saved
+
+
+@pytest.mark.parametrize("drop_modality", [None, "image"])
+def test_folded_dct_equals_the_transformed_input(tiny_data, drop_modality):
+    """fold_dct: X (W C)^T instead of DCT(X) W^T — same outputs and gradients, no [I, sum F] buffer."""
+    folded, data, split = make(tiny_data, drop_modality=drop_modality)
+    plain, _, _ = make(tiny_data, drop_modality=drop_modality, fold_dct=False)
+    plain.load_state_dict(folded.state_dict())
+    assert folded.fold_dct and not plain.fold_dct and folded.shared_input.numel() == 0
+    torch.testing.assert_close(folded.item_features(data), plain.item_features(data), atol=1e-5, rtol=1e-4)
+    batch = batches(split, 1)[0]
+    for model in (folded, plain):
+        model.zero_grad()
+        model.loss(data, batch)["loss"].backward()
+    for (name, p), q in zip(folded.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-3, msg=name)
 
 
 def test_forward_matches_dense_oracle(tiny_data):
@@ -147,7 +163,7 @@ def test_any_number_of_modalities(tiny_data, dims):
 def test_ablations(tiny_data):
     model, data, _ = make(tiny_data, shared_branch=False)
     assert model.num_blocks == 2 and model(data)["item"].shape[1] == 16 and not hasattr(model, "shared")
-    model, data, _ = make(tiny_data, drop_modality="image")
+    model, data, _ = make(tiny_data, drop_modality="image", fold_dct=False)
     assert model.modalities == ["text"] and model.graph_spec.modality_weights == {"text": 1.0}
     assert model.shared_input.shape[1] == data[ITEM].x_text.size(1)
     rows = torch.zeros(data[ITEM].num_nodes).index_add_(0, data[II].edge_index[1], data[II].edge_weight)

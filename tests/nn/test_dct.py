@@ -41,3 +41,28 @@ def test_dct_rejects_bad_input():
         dct(torch.randn(2, 3, 4))
     with pytest.raises(TypeError, match="floating"):
         dct(torch.ones(3, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 2), (7, 5), (4, 64), (2, 4096)])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_idct_equals_scipy_and_inverts_dct(shape, dim):
+    from mmgraph.nn.dct import idct
+
+    x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3 + sum(shape)))
+    ref = scipy.fft.idct(x.numpy(), type=2, norm="ortho", axis=dim)
+    np.testing.assert_allclose(idct(x, dim).numpy(), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(idct(dct(x, dim), dim).numpy(), x.numpy(), rtol=0, atol=1e-12)
+
+
+def test_idct_is_the_transpose_so_it_folds_into_a_linear_layer():
+    """DCT(X) W^T = X (W C)^T with W C = idct(W) row-wise; gradients flow to W."""
+    from mmgraph.nn.dct import idct
+
+    X = torch.randn(20, 16, dtype=torch.float64)
+    W = torch.randn(5, 16, dtype=torch.float64, requires_grad=True)
+    direct = dct(X, 1) @ W.t()
+    folded = X @ idct(W, 1).t()
+    torch.testing.assert_close(folded, direct, rtol=0, atol=1e-12)
+    g_direct, = torch.autograd.grad(direct.sum(), W)
+    g_folded, = torch.autograd.grad(folded.sum(), W)
+    torch.testing.assert_close(g_folded, g_direct, rtol=0, atol=1e-12)
