@@ -440,6 +440,7 @@ def collect_runs(folders: list[str | Path], exclude: tuple[str, ...] = ()) -> li
     patterns on the names."""
     runs: list[dict] = []
     seen: set[Path] = set()
+    names: dict[str, Path] = {}
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
@@ -452,6 +453,10 @@ def collect_runs(folders: list[str | Path], exclude: tuple[str, ...] = ()) -> li
             r["name"] = folder.name if r["dir"] == folder else str(r["dir"].relative_to(folder))
             if any(fnmatch.fnmatch(r["name"], pat) for pat in exclude):
                 continue
+            if r["name"] in names:
+                raise SummaryError(f"two runs are both named {r['name']!r} ({names[r['name']]} and {r['dir']}); "
+                                   "pass their common parent folder instead, so that names stay distinct")
+            names[r["name"]] = r["dir"]
             runs.append(r)
     return runs
 

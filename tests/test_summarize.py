@@ -316,3 +316,12 @@ def test_archive_then_page_regenerates_byte_for_byte(summarize, tmp_path, monkey
     (tmp_path / "docs/results/lfm2k.md").unlink()
     assert summarize.main(cmd.split()[2:]) == 0  # the command the page states
     assert (tmp_path / "docs/results/lfm2k.md").read_bytes() == page
+
+
+def test_two_runs_with_one_name_are_refused_not_merged(summarize, tmp_path):
+    seeded_runs(tmp_path / "a")
+    seeded_runs(tmp_path / "b")  # the same run names under another sweep folder
+    with pytest.raises(summarize.SummaryError, match="both named 'crane_s1'.*common parent"):
+        summarize.collect_runs([tmp_path / "a", tmp_path / "b"])
+    names = {r["name"] for r in summarize.collect_runs([tmp_path])}  # the parent keeps them apart
+    assert "a/crane_s1" in names and "b/crane_s1" in names
