@@ -10,6 +10,7 @@ from mmgraph.models.base import (
 )
 from mmgraph.models.bm3 import BM3
 from mmgraph.models.bpr import BPR
+from mmgraph.models.cohesion import COHESION
 from mmgraph.models.crane import CRANE
 from mmgraph.models.dragon import DRAGON
 from mmgraph.models.dualgnn import DualGNN
@@ -27,4 +28,4 @@ from mmgraph.models.ulf import ULF
 from mmgraph.models.vbpr import VBPR
 
 __all__ = ["GraphRecommender", "build_model", "check_requirements", "dataset_kwargs", "edge_inputs", "prepare_data", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR", "BM3", "LGMRec", "MGCN", "MMGCN",
-           "GRCN", "SLMRec", "DualGNN", "DRAGON"]
+           "GRCN", "SLMRec", "DualGNN", "DRAGON", "COHESION"]
