@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmgraph.utils.precision import dense_fp32, fp32_region
+
 
 def _auto_block(n: int, budget: int = 2**25) -> int:
     return max(1, min(n, budget // max(1, n)))
@@ -208,7 +210,9 @@ def scatter_mean_features(edge_index: Tensor, x_item: Tensor, num_users: int) ->
 
     A sparse ``D⁻¹R X`` product: no ``[E, F]`` gather is materialised.
     """
+    x_item = dense_fp32(x_item)
     cnt = torch.bincount(edge_index[0], minlength=num_users).clamp_min(1).to(x_item.dtype)
     w = 1.0 / cnt[edge_index[0]]
     R = torch.sparse_coo_tensor(edge_index, w, (num_users, x_item.size(0))).coalesce().to_sparse_csr()
-    return torch.sparse.mm(R, x_item)
+    with fp32_region(x_item.device.type):  # also called in training forwards (ULF), maybe under autocast
+        return torch.sparse.mm(R, x_item)

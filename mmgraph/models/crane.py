@@ -21,6 +21,7 @@ from mmgraph.nn.losses import bpr_loss, info_nce, l2_reg
 from mmgraph.nn.rca import KERNELS, RecursiveCrossModalAttention
 from mmgraph.nn.user_profile import REDUCE, interaction_matrix, user_profiles
 from mmgraph.typing import ITEM, IU, UI, BPRBatch
+from mmgraph.utils.precision import dense_fp32, fp32_region
 
 VARIANTS = ("crane", "no_dual_fusion")
 #: Table-5 ablations that are settings, not variants: the model refuses them as ``variant`` and says which
@@ -55,7 +56,8 @@ class UserOps:
 
 
 def _spmm(adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:
-    return _SpmmWithTranspose.apply(adj, adj_t, x)
+    with fp32_region(x.device.type):  # sparse products stay fp32 under bf16 autocast
+        return _SpmmWithTranspose.apply(adj, adj_t, dense_fp32(x))
 
 
 class CRANE(GraphRecommender):

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmgraph.utils.precision import dense_fp32, fp32_region
+
 KERNELS = ("tanh", "linear")
 
 
@@ -151,7 +153,8 @@ def cross_modal_correlation(q: Tensor, k: Tensor, v: Tensor, kernel: str = "tanh
         q, k, scale = F.normalize(q, dim=1), F.normalize(k, dim=1), 1.0
     if kernel == "linear":
         return q @ (k.t() @ v) * (scale / k.size(0))  # [n_q, d] @ [d, d_v]: exact, O(N·d²)
-    return TanhCorrelation.apply(q, k, v, scale, int(block_size))
+    with fp32_region(q.device.type):  # hand-written backward: one dtype (fp32) throughout
+        return TanhCorrelation.apply(*dense_fp32((q, k, v)), scale, int(block_size))
 
 
 class RecursiveCrossModalAttention(torch.nn.Module):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmgraph.utils.precision import dense_fp32, fp32_region
+
 REDUCE = ("sum", "mean", "max")
 
 
@@ -43,8 +45,10 @@ def user_profiles(edge_index: Tensor, x_item: Tensor, num_users: int, reduce: st
     if reduce not in REDUCE:
         raise ValueError(f"reduce must be one of {REDUCE}, got {reduce!r}")
     if reduce != "max":
+        x_item = dense_fp32(x_item)
         r = interaction_matrix(edge_index, num_users, x_item.size(0), reduce, x_item.dtype)
-        return torch.sparse.mm(r, x_item)  # [U, I] @ [I, F]
+        with fp32_region(x_item.device.type):  # sparse products stay fp32 under bf16 autocast
+            return torch.sparse.mm(r, x_item)  # [U, I] @ [I, F]
     out = x_item.new_full((num_users, x_item.size(1)), float("-inf"))
     for s in range(0, edge_index.size(1), chunk_edges):
         u, i = edge_index[0, s:s + chunk_edges], edge_index[1, s:s + chunk_edges]

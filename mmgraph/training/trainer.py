@@ -68,6 +68,10 @@ class FitResult:
     epochs_trained: int = 0  #: epochs trained by this call (0 for a finished run resumed)
 
 
+#: ``trainer.precision`` values.
+PRECISIONS = ("fp32", "bf16")
+
+
 def resolve_device(device: str) -> torch.device:
     """``'auto'`` → CUDA when available, else CPU."""
     if device == "auto":
@@ -115,6 +119,12 @@ class Trainer:
         divergence_factor: stop with :class:`DivergenceError` when a batch loss exceeds this
             multiple of the magnitude of the run's first batch loss (a non-finite loss always
             stops); ``None`` turns the multiple off. (default: ``100``)
+        precision: ``'fp32'`` or ``'bf16'``: the training forward and loss run under
+            ``torch.autocast(dtype=torch.bfloat16)`` (dense matrix products in bf16 — AMX or
+            AVX512-BF16 on CPU, tensor cores on CUDA), with fp32 master weights and optimiser
+            state; sparse products, which have no bf16 kernel, and the loss reduction run in
+            fp32 (:func:`mmgraph.utils.precision.dense_fp32`). Evaluation is always fp32.
+            (default: ``'fp32'``)
     """
 
     def __init__(
@@ -135,6 +145,7 @@ class Trainer:
         progress: bool | None = None,
         log_every_s: float = 60.0,
         divergence_factor: float | None = 100.0,
+        precision: str = "fp32",
     ) -> None:
         if monitor.startswith("test"):
             raise ValueError(f"monitor={monitor!r}: selection must use a validation metric")
@@ -163,6 +174,9 @@ class Trainer:
         if divergence_factor is not None and divergence_factor <= 1:
             raise ValueError(f"divergence_factor={divergence_factor}: must be > 1, or null to turn the check off")
         self.divergence_factor = divergence_factor
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}: must be one of {list(PRECISIONS)}")
+        self.precision = precision
         metric_names = [f"{m}@{k}" for m in self.evaluator.metrics for k in self.evaluator.ks]
         if monitor not in metric_names:
             raise ValueError(f"monitor={monitor!r} is not computed by the evaluator ({metric_names})")
@@ -298,8 +312,9 @@ class Trainer:
         (kept in ``state['first_loss']``, floored at 1e-3). Returns the loss terms as floats.
         """
         opt.zero_grad(set_to_none=True)
-        losses = model.loss(graph, batch)
-        loss = losses["loss"]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            losses = model.loss(graph, batch)
+        loss = losses["loss"].float()
         value = float(loss.detach())
         name = type(model).__name__
         if not math.isfinite(value):

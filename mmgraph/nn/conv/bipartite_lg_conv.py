@@ -9,6 +9,7 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor, Size
 from torch_geometric.utils import is_sparse, spmm
 
 from mmgraph.graph.norm import bipartite_norm
+from mmgraph.utils.precision import dense_fp32, fp32_region
 
 
 class _SpmmWithTranspose(torch.autograd.Function):
@@ -73,6 +74,7 @@ class BipartiteLGConv(MessagePassing):
         every call (1.8x faster forward + backward on the Baby graph). It must not require
         gradients.
         """
+        x = dense_fp32(x)  # under bf16 autocast: sparse sums stay fp32 (no bf16 kernel)
         if isinstance(x, Tensor):
             x = (x, x)
         if x[1] is None and size is None and not is_sparse(edge_index):
@@ -90,10 +92,11 @@ class BipartiteLGConv(MessagePassing):
 
     def message_and_aggregate(self, adj_t: Adj, x: PairTensor, adj_rev: OptTensor = None) -> Tensor:
         """Fast path: one sparse-dense matrix product ``adj_t @ x_src``."""
-        if (adj_rev is not None and self.aggr == "add" and isinstance(adj_t, Tensor)
-                and not adj_t.requires_grad):
-            return _SpmmWithTranspose.apply(adj_t, adj_rev, x[0])
-        return spmm(adj_t, x[0], reduce=self.aggr)
+        with fp32_region(x[0].device.type):  # autocast would send the sparse addmm to bf16
+            if (adj_rev is not None and self.aggr == "add" and isinstance(adj_t, Tensor)
+                    and not adj_t.requires_grad):
+                return _SpmmWithTranspose.apply(adj_t, adj_rev, dense_fp32(x[0]))
+            return spmm(adj_t, dense_fp32(x[0]), reduce=self.aggr)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(normalize={self.normalize})"

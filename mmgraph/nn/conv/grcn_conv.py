@@ -8,6 +8,8 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, PairTensor, Size
 from torch_geometric.utils import is_sparse, softmax
 
+from mmgraph.utils.precision import dense_fp32, fp32_region
+
 
 class _AttentionSpmm(torch.autograd.Function):
     """``csr(values) @ x`` whose value gradient is computed at the nonzeros only.
@@ -68,6 +70,7 @@ class GRCNConv(MessagePassing):
     def forward(self, x: Tensor | PairTensor, edge_index: Adj, size: Size = None,
                 return_attention_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Attend over each destination's sources (softmax of dot products) and sum."""
+        x = dense_fp32(x)
         if isinstance(x, Tensor):
             x = (x, x)
         if is_sparse(edge_index):
@@ -77,7 +80,8 @@ class GRCNConv(MessagePassing):
             n_dst = edge_index.size(0)
             rows = torch.repeat_interleave(torch.arange(n_dst, device=crow.device), crow.diff())
             alpha = softmax((x[1][rows] * x[0][col]).sum(-1), rows, num_nodes=n_dst)
-            out = _AttentionSpmm.apply(crow, col, rows, alpha, x[0])
+            with fp32_region(x[0].device.type):
+                out = _AttentionSpmm.apply(crow, col, rows, alpha, x[0])
             return (out, alpha) if return_attention_weights else out
         if size is None:
             size = (x[0].size(0), x[1].size(0))

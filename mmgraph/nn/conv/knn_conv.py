@@ -11,6 +11,7 @@ from torch_geometric.utils import is_sparse
 
 from mmgraph.graph.norm import normalize as normalize_weights
 from mmgraph.nn.conv.bipartite_lg_conv import BipartiteLGConv
+from mmgraph.utils.precision import dense_fp32
 
 
 class _EdgeWeightedSum(torch.autograd.Function):
@@ -104,6 +105,7 @@ class KNNConv(BipartiteLGConv):
     def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,  # type: ignore[override]
                 adj_rev: OptTensor = None) -> Tensor:
         """Propagate ``x`` over the graph (``adj_rev``: the transpose of a sparse ``edge_index``)."""
+        x = dense_fp32(x)
         if self.norm is not None and not is_sparse(edge_index):
             edge_weight = normalize_weights(edge_index, x.size(0), edge_weight, self.norm)
         if (adj_rev is None and isinstance(edge_index, Tensor) and edge_index.layout == torch.sparse_csr

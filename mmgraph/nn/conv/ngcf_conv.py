@@ -9,6 +9,8 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import spmm
 
+from mmgraph.utils.precision import dense_fp32, fp32_region
+
 
 class NGCFConv(MessagePassing):
     r"""The graph convolution of `"Neural Graph Collaborative Filtering"
@@ -78,7 +80,8 @@ class NGCFConv(MessagePassing):
 
     def message_and_aggregate(self, adj_t: Adj, x: PairTensor) -> Tensor:
         """Fast path: one sparse-dense matrix product ``adj_t @ x_src``."""
-        return spmm(adj_t, x[0], reduce=self.aggr)
+        with fp32_region(x[0].device.type):  # autocast would send the sparse addmm to bf16
+            return spmm(adj_t, dense_fp32(x[0]), reduce=self.aggr)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"
