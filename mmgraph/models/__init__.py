@@ -20,6 +20,7 @@ from mmgraph.models.lattice import LATTICE
 from mmgraph.models.lgmrec import LGMRec
 from mmgraph.models.lightgcn import LightGCN
 from mmgraph.models.lirdrec import LIRDRec
+from mmgraph.models.mentor import MENTOR
 from mmgraph.models.mgcn import MGCN
 from mmgraph.models.mmgcn import MMGCN
 from mmgraph.models.ngcf import NGCF
@@ -28,4 +29,4 @@ from mmgraph.models.ulf import ULF
 from mmgraph.models.vbpr import VBPR
 
 __all__ = ["GraphRecommender", "build_model", "check_requirements", "dataset_kwargs", "edge_inputs", "prepare_data", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR", "BM3", "LGMRec", "MGCN", "MMGCN",
-           "GRCN", "SLMRec", "DualGNN", "DRAGON", "COHESION"]
+           "GRCN", "SLMRec", "DualGNN", "DRAGON", "COHESION", "MENTOR"]
