@@ -40,6 +40,12 @@ _RESUMABLE_KEYS = ("resume", "progress", "log_every_s", "checkpoint_every", "dev
                    "divergence_factor")
 
 
+#: Keys added after runs existed, with the value that reproduces the behaviour from before they
+#: existed: at that value a key is left out of the fingerprint, so a run started before it was
+#: added still resumes (``model.fold_dct`` changes only the order of LIRDRec's arithmetic).
+_LATER_KEYS = {("trainer", "precision"): "fp32", ("model", "fold_dct"): True}
+
+
 def config_fingerprint(cfg: DictConfig) -> str:
     """Hash of everything that determines a run's results (seed, dataset, model, trainer)."""
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -52,6 +58,9 @@ def config_fingerprint(cfg: DictConfig) -> str:
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "trainer": trainer,
     }
+    for (group, key), value in _LATER_KEYS.items():
+        if isinstance(blob[group], dict) and key in blob[group] and blob[group][key] == value:
+            del blob[group][key]
     return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

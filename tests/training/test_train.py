@@ -241,3 +241,19 @@ def test_resuming_an_early_stopped_run_trains_nothing(cfg_tiny, tmp_path):
     more = run(cfg_tiny("model=lightgcn", "trainer.patience=2", "trainer.max_epochs=200", "trainer.resume=true"),
                output_dir=tmp_path)
     assert len(more["history"]) > len(first["history"])  # a larger patience goes on
+
+
+def test_keys_added_later_at_their_old_behaviour_keep_the_fingerprint(cfg_tiny):
+    """A run started before trainer.precision / model.fold_dct existed still resumes at their defaults."""
+    from omegaconf import OmegaConf, open_dict
+
+    from mmgraph.training.run import config_fingerprint
+
+    for model, group, key, other in (("lightgcn", "trainer", "precision", "bf16"),
+                                     ("lirdrec", "model", "fold_dct", False)):
+        cfg = cfg_tiny(f"model={model}")
+        old = OmegaConf.create(OmegaConf.to_container(cfg))
+        with open_dict(old):
+            del old[group][key]  # the config as written before the key existed
+        assert config_fingerprint(cfg) == config_fingerprint(old)
+        assert config_fingerprint(cfg_tiny(f"model={model}", f"{group}.{key}={other}")) != config_fingerprint(old)
