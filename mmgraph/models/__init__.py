@@ -25,8 +25,9 @@ from mmgraph.models.mgcn import MGCN
 from mmgraph.models.mmgcn import MMGCN
 from mmgraph.models.ngcf import NGCF
 from mmgraph.models.slmrec import SLMRec
+from mmgraph.models.smore import SMORE
 from mmgraph.models.ulf import ULF
 from mmgraph.models.vbpr import VBPR
 
 __all__ = ["GraphRecommender", "build_model", "check_requirements", "dataset_kwargs", "edge_inputs", "prepare_data", "BPR", "LightGCN", "NGCF", "LATTICE", "ULF", "CRANE", "FREEDOM", "LIRDRec", "VBPR", "BM3", "LGMRec", "MGCN", "MMGCN",
-           "GRCN", "SLMRec", "DualGNN", "DRAGON", "COHESION", "MENTOR"]
+           "GRCN", "SLMRec", "DualGNN", "DRAGON", "COHESION", "MENTOR", "SMORE"]
