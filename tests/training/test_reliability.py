@@ -322,6 +322,7 @@ def test_reference_experiments_run_on_other_modality_names(tmp_path, experiment)
         cfg = compose(config_name="config", overrides=[
             f"experiment={experiment}", "dataset=mmrec", f"data_root={root}", "dataset.name=mini",
             "trainer.max_epochs=1", "trainer.device=cpu", "trainer.progress=false", f"cache_dir={root / 'cache'}",
-            *(["model.user_knn_k=5"] if experiment == "ref_dualgnn" else [])])  # 40 users: k=40 is too many
+            *(["model.user_knn_k=5"] if experiment in ("ref_dualgnn", "ref_dragon", "ref_cohesion") else [])])
+    # (40 users: the reference's k=40 user neighbours are too many)
     metrics = run(cfg, output_dir=tmp_path / "run")
     assert metrics["epochs_run"] == 1 and metrics["dataset_summary"]
