@@ -119,6 +119,11 @@ class LatentGraph(torch.nn.Module):
         self.transforms = torch.nn.ModuleDict(
             {m: torch.nn.Linear(int(d), out_dim) for m, d in modality_dims.items()})
         self.modality_logits = torch.nn.Parameter(torch.empty(len(self.modalities)))
+        #: Last neighbour selection per key: ``(z without grad, idx)``. The evaluation after an
+        #: epoch and the next epoch's first training batch see the same parameters, hence the same
+        #: ``z``: the second selection is skipped (only the kept cosines are recomputed, with grad).
+        self._knn_memo: dict[str, tuple[Tensor, Tensor]] = {}
+        self.knn_selections = 0  # top-k selections actually run (the memo's misses)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -139,8 +144,31 @@ class LatentGraph(torch.nn.Module):
             raise KeyError(f"LatentGraph: features of modalities {missing} are missing")
         return {m: self.transforms[m](features[m]) for m in self.modalities}
 
-    def knn(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _neighbours(self, z: Tensor, key: str | None) -> Tensor:
+        """``[N, k]`` top-``k`` cosine neighbours of the rows of ``z`` (no grad), memoised per ``key``
+        on the exact values of ``z``."""
+        zd = z.detach()
+        memo = self._knn_memo.get(key) if key is not None else None
+        if (memo is not None and memo[0].shape == zd.shape and memo[0].dtype == zd.dtype
+                and memo[0].device == zd.device and torch.equal(memo[0], zd)):
+            return memo[1]
+        _, idx = topk_cosine(zd, self.k, loop=True, batch_size=self.block_size)  # [N, k], no grad
+        self.knn_selections += 1
+        if key is not None:
+            self._knn_memo[key] = (zd.clone(), idx)
+        return idx
+
+    def __getstate__(self):  # the memo is a cache: not pickled
+        state = self.__dict__.copy()
+        state["_knn_memo"] = {}
+        return state
+
+    def knn(self, z: Tensor, key: str | None = None) -> tuple[Tensor, Tensor]:
         r"""Differentiable cosine kNN graph of the rows of ``z`` ``[N, d']``.
+
+        ``key`` (e.g. the modality) memoises the neighbour selection: called again with
+        bit-identical ``z`` under the same key, the top-``k`` search is skipped and the same
+        neighbours are used (the result is identical; only the values are recomputed).
 
         Returns:
             ``(edge_index [2, N·k], values [N·k])``: edge ``j -> i`` for each of ``i``'s
@@ -148,7 +176,7 @@ class LatentGraph(torch.nn.Module):
             :math:`\cos(z_i, z_j)`, differentiable w.r.t. ``z``.
         """
         n = z.size(0)
-        _, idx = topk_cosine(z.detach(), self.k, loop=True, batch_size=self.block_size)  # [N, k], no grad
+        idx = self._neighbours(z, key)
         zn = F.normalize(z, dim=1)  # [N, d']
         vals = torch.einsum("nd,nkd->nk", zn, zn[idx])  # [N, k]: only the kept cosines, with grad
         if self.clamp_negative:
@@ -164,7 +192,7 @@ class LatentGraph(torch.nn.Module):
         n = next(iter(z.values())).size(0)
         eis, ws = [], []
         for a, m in zip(alpha, self.modalities, strict=True):
-            ei, v = self.knn(z[m])
+            ei, v = self.knn(z[m], key=m)
             if self.norm_order == "code":  # fuse the raw kNN values, normalise once below
                 ws.append(a * v)
             else:  # normalise each modality's graph, then fuse ('paper'; 'ulf' without initial graphs)
@@ -191,7 +219,7 @@ class LatentGraph(torch.nn.Module):
         for a, m in zip(alpha, self.modalities, strict=True):
             parts_e, parts_w = [], []
             if z is not None:
-                ei, v = self.knn(z[m])
+                ei, v = self.knn(z[m], key=m)
                 parts_e.append(ei)
                 parts_w.append(v if lam is None else (1.0 - lam) * v)
             if initial is not None:

@@ -177,3 +177,31 @@ def test_repr_and_validation():
         LatentGraph({}, out_dim=8)
     with pytest.raises(ValueError):
         LatentGraph(DIMS, norm_order="other")
+
+
+def test_neighbour_selection_is_reused_for_identical_features_only():
+    """Evaluation, then the next epoch's first batch: same parameters, one top-k search; any change
+    of the features (a training step) searches again. Values and gradients are unchanged."""
+    torch.manual_seed(0)
+    g = LatentGraph({"a": 6, "b": 5}, out_dim=4, k=3)
+    feats = {"a": torch.randn(12, 6), "b": torch.randn(12, 5)}
+    with torch.no_grad():
+        ei0, w0 = g(feats)  # "evaluation"
+    assert g.knn_selections == 2  # one per modality
+    ei1, w1 = g(feats)  # "first training batch": same z, memo hit
+    assert g.knn_selections == 2
+    assert torch.equal(ei0, ei1) and torch.allclose(w0, w1) and w1.requires_grad
+    fresh = LatentGraph({"a": 6, "b": 5}, out_dim=4, k=3)
+    fresh.load_state_dict(g.state_dict())
+    ei2, w2 = fresh(feats)
+    torch.testing.assert_close(w2, w1)
+    (ga,) = torch.autograd.grad(w1.sum(), g.transforms["a"].weight)
+    (gb,) = torch.autograd.grad(w2.sum(), fresh.transforms["a"].weight)
+    torch.testing.assert_close(ga, gb)  # the reused selection gives the same gradient
+    with torch.no_grad():
+        g.transforms["a"].weight.add_(0.5)  # a training step changes z_a (not z_b)
+    g(feats)
+    assert g.knn_selections == 3
+    import pickle
+
+    assert pickle.loads(pickle.dumps(g))._knn_memo == {}
