@@ -120,8 +120,10 @@ def reference_modality_weights(modalities: list[str], image_weight: float) -> di
 
     The rule, for a dataset's modalities in their order:
 
-    * the **text slot** is ``text`` when present, otherwise the last modality;
-    * the **image slot** is ``image`` when present, otherwise the first other modality;
+    * the **image slot** is ``image`` when present, otherwise the first modality that is not ``text``;
+    * the **text slot** is the other one (``text`` when present) — the slots of
+      :func:`mmgraph.models.mmgcn.mmrec_modality_order`, so the order in which a dataset lists its
+      modalities does not matter (``[audio, image]`` → image 0.1, audio 0.9, as ``[image, audio]``);
     * with exactly two modalities the weights are ``{image slot: w, text slot: 1 − w}``
       (lfm2k ``[text, audio]`` → audio 0.1, text 0.9; tiktok ``[image, audio]`` → image 0.1,
       audio 0.9; MMRec's Amazon sets → image 0.1, text 0.9);
@@ -142,9 +144,8 @@ def reference_slot_order(modalities: list[str]) -> list[str]:
     (any other number of modalities: the dataset's order)."""
     if len(modalities) != 2:
         return list(modalities)
-    text = "text" if "text" in modalities else modalities[-1]
-    rest = [m for m in modalities if m != text]
-    image = "image" if "image" in rest else rest[0]
+    image = "image" if "image" in modalities else next(m for m in modalities if m != "text")
+    text = next(m for m in modalities if m != image)
     return [image, text]
 
 

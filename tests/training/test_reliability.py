@@ -298,6 +298,10 @@ def test_reference_slot_rule_reproduces_the_known_mappings():
     assert reference_modality_weights(["image", "audio"], 0.1) == {"image": 0.1, "audio": 0.9}  # tiktok
     assert reference_modality_weights(["image", "text"], 0.1) == {"image": 0.1, "text": 0.9}  # Amazon
     assert reference_modality_weights(["genre", "text"], 0.1) == {"genre": 0.1, "text": 0.9}
+    # the dataset's order does not matter (dataset=mmrec lists tiktok's modalities by name: audio, image)
+    assert reference_modality_weights(["audio", "image"], 0.1) == {"image": 0.1, "audio": 0.9}
+    assert reference_modality_weights(["text", "image"], 0.1) == {"image": 0.1, "text": 0.9}
+    assert reference_slot_order(["audio", "image"]) == ["image", "audio"]
     assert reference_modality_weights(["a", "b", "c"], 0.1) == {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
     assert reference_slot_order(["text", "audio"]) == ["audio", "text"]
     assert reference_slot_order(["image", "audio"]) == ["image", "audio"]
