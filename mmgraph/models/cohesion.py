@@ -12,7 +12,7 @@ from torch_geometric.data import HeteroData
 from mmgraph.graph.build import GraphSpec
 from mmgraph.models.base import GraphRecommender, edge_inputs, resolve_modalities
 from mmgraph.models.dragon import dragon_graph_spec
-from mmgraph.models.dualgnn import mmrec_padded_user_graph
+from mmgraph.models.dualgnn import mmrec_fusion_weights_, mmrec_padded_user_graph
 from mmgraph.models.freedom import degree_sensitive_prune
 from mmgraph.models.mmgcn import mmrec_modality_order
 from mmgraph.nn.conv import KNNConv
@@ -180,9 +180,7 @@ class COHESION(GraphRecommender):
                 torch.nn.init.xavier_normal_(self.preference[m])
                 self.mlp[m].reset_parameters()
                 self.mlp_1[m].reset_parameters()
-            K = len(self.modalities)
-            std = math.sqrt(2.0 / (K + self.num_users))  # xavier_normal_ of (U, K, 1): fan_in K, fan_out U
-            self.weight_u.copy_(torch.softmax(torch.randn_like(self.weight_u) * std, dim=1))
+            mmrec_fusion_weights_(self.weight_u)
 
     @staticmethod
     def _early_fusion(preference: Tensor, mlp: torch.nn.Linear, mlp_1: torch.nn.Linear, x: Tensor,

@@ -11,7 +11,7 @@ from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
 from mmgraph.models.base import GraphRecommender, edge_inputs, resolve_modalities
-from mmgraph.models.dualgnn import mmrec_padded_user_graph
+from mmgraph.models.dualgnn import mmrec_fusion_weights_, mmrec_gcn_input, mmrec_padded_user_graph
 from mmgraph.models.lightgcn import lightgcn_propagate
 from mmgraph.models.mmgcn import mmrec_modality_order
 from mmgraph.nn.conv import BipartiteLGConv, KNNConv
@@ -133,17 +133,14 @@ class DRAGON(GraphRecommender):
                 torch.nn.init.xavier_normal_(self.preference[m])
                 self.mlp[m].reset_parameters()
                 self.mlp_1[m].reset_parameters()
-            K = len(self.modalities)
-            std = math.sqrt(2.0 / (K + self.num_users))  # xavier_normal_ of (U, K, 1)
-            self.weight_u.copy_(torch.softmax(torch.randn_like(self.weight_u) * std, dim=1))
+            mmrec_fusion_weights_(self.weight_u)
 
     def _heterogeneous(self, data: HeteroData) -> tuple[Tensor, Tensor]:
         """``(h_u [U, K·d], h_i [I, K·d])``: the concatenated per-modality GCN outputs."""
         U, d = self.num_users, self.embedding_dim
         xs = []
         for m in self.modalities:
-            temp = self.mlp_1[m](F.leaky_relu(self.mlp[m](data[ITEM][f"x_{m}"])))
-            xs.append(F.normalize(torch.cat([self.preference[m], temp]), dim=1))  # [U + I, d]
+            xs.append(mmrec_gcn_input(self.preference[m], self.mlp[m], self.mlp_1[m], data[ITEM][f"x_{m}"]))
         x = torch.cat(xs, dim=1)
         hu, hi = lightgcn_propagate(self.conv, data, x[:U], x[U:], self.num_layers, readout="sum")
         if len(self.modalities) > 1:

@@ -72,6 +72,20 @@ def mmrec_padded_user_graph(data: HeteroData, k: int, generator: torch.Generator
     return out
 
 
+def mmrec_fusion_weights_(w: Tensor) -> Tensor:
+    """MMRec's per-node modality weights, in place: Xavier-normal of an ``(N, K, 1)`` tensor
+    (fan-in ``K``, fan-out ``N``), then a softmax over the ``K`` modalities."""
+    std = math.sqrt(2.0 / (w.size(1) + w.size(0)))
+    return w.copy_(torch.softmax(torch.randn_like(w) * std, dim=1))
+
+
+def mmrec_gcn_input(preference: Tensor, mlp: torch.nn.Linear, mlp_1: torch.nn.Linear, features: Tensor) -> Tensor:
+    """The input of MMRec's per-modality ``GCN`` (DualGNN, DRAGON, MENTOR, COHESION):
+    ``normalize([P; MLP_1(LeakyReLU(MLP(x)))])`` row-wise, ``[U + I, d]``."""
+    temp = mlp_1(F.leaky_relu(mlp(features)))
+    return F.normalize(torch.cat([preference, temp]), dim=1)
+
+
 class DualGNN(GraphRecommender):
     r"""DualGNN from `"DualGNN: Dual Graph Neural Network for Multimedia Recommendation"
     <https://doi.org/10.1109/TMM.2021.3138298>`_ (IEEE TMM'21), as MMRec's ``DualGNN``
@@ -174,18 +188,15 @@ class DualGNN(GraphRecommender):
                 torch.nn.init.xavier_normal_(self.preference[m])
                 self.mlp[m].reset_parameters()
                 self.mlp_1[m].reset_parameters()
-            K = len(self.modalities)
             for w in (self.weight_u, self.weight_i):
-                std = math.sqrt(2.0 / (K + w.size(0)))  # xavier_normal_ of (N, K, 1): fan_in K, fan_out N
-                w.copy_(torch.softmax(torch.randn_like(w) * std, dim=1))
+                mmrec_fusion_weights_(w)
 
     def _representations(self, data: HeteroData) -> tuple[Tensor, Tensor]:
         """``(z_u [U, d], e_i [I, d])``: fused users before the user graph, and items."""
         U, d = self.num_users, self.embedding_dim
         xs = []
         for m in self.modalities:
-            temp = self.mlp_1[m](F.leaky_relu(self.mlp[m](data[ITEM][f"x_{m}"])))
-            xs.append(F.normalize(torch.cat([self.preference[m], temp]), dim=1))  # [U + I, d]
+            xs.append(mmrec_gcn_input(self.preference[m], self.mlp[m], self.mlp_1[m], data[ITEM][f"x_{m}"]))
         x = torch.cat(xs, dim=1)  # all modalities in one K·d-wide propagation
         hu, hi = lightgcn_propagate(self.conv, data, x[:U], x[U:], self.num_layers, readout="sum")
         reps_u, reps_i = list(hu.split(d, dim=1)), list(hi.split(d, dim=1))

@@ -12,6 +12,7 @@ from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
 from mmgraph.models.base import GraphRecommender, edge_inputs, resolve_modalities
+from mmgraph.models.dualgnn import mmrec_fusion_weights_, mmrec_gcn_input
 from mmgraph.models.mmgcn import mmrec_modality_order
 from mmgraph.nn.conv import BipartiteLGConv, KNNConv
 from mmgraph.typing import II, ITEM, IU, UI, BPRBatch
@@ -128,8 +129,7 @@ class _GCNInput(torch.nn.Module):
         self.mlp_1.reset_parameters()
 
     def forward(self, features: Tensor) -> Tensor:
-        temp = self.mlp_1(F.leaky_relu(self.mlp(features)))  # [I, d]
-        return F.normalize(torch.cat([self.preference, temp]), dim=1)  # [U + I, d]
+        return mmrec_gcn_input(self.preference, self.mlp, self.mlp_1, features)  # [U + I, d]
 
 
 class MENTOR(GraphRecommender):
@@ -301,9 +301,7 @@ class MENTOR(GraphRecommender):
                     module.reset_parameters()
             self.gcn_id.reset_parameters()
             torch.nn.init.xavier_normal_(self.id_feat)
-            K = len(self.modalities)
-            std = math.sqrt(2.0 / (K + self.num_users))  # xavier_normal_ of (U, K, 1)
-            self.weight_u.copy_(torch.softmax(torch.randn_like(self.weight_u) * std, dim=1))
+            mmrec_fusion_weights_(self.weight_u)
             self.mask_mlp.reset_parameters()
 
     # ------------------------------------------------------------------ propagation
