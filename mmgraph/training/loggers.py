@@ -99,10 +99,13 @@ class MLflowLogger(NoLogger):
             ``sqlite:///mlflow.db`` or an ``http(s)://`` server.
         experiment_name: MLflow experiment (default: ``mmgraph``).
         run_name: MLflow run name (default: the run folder's name).
+        artifact_location: where a new experiment stores artifacts (default: MLflow's, except for a
+            ``sqlite:///`` store, whose default would be ``./mlruns`` of whatever the working
+            directory is: there, ``mlartifacts/`` beside the database file).
     """
 
     def __init__(self, tracking_uri: str = "mlruns", experiment_name: str = "mmgraph",
-                 run_name: str | None = None) -> None:
+                 run_name: str | None = None, artifact_location: str | None = None) -> None:
         try:
             import mlflow  # noqa: F401
         except ImportError as e:
@@ -115,7 +118,17 @@ class MLflowLogger(NoLogger):
                 raise LoggerError(f"logger.tracking_uri={tracking_uri} needs SQLAlchemy: pip install sqlalchemy "
                                   "alembic (or use a folder store, the default)") from e
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
+        self.artifact_location = artifact_location
         self.client = self.run_id = None
+
+    def _artifact_location(self) -> str | None:
+        if self.artifact_location is not None:
+            return self.artifact_location
+        prefix = "sqlite:///"
+        if self.tracking_uri.startswith(prefix) and self.tracking_uri[len(prefix):] not in ("", ":memory:"):
+            db = Path(self.tracking_uri[len(prefix):]).expanduser().resolve()
+            return (db.parent / "mlartifacts").as_uri()
+        return None
 
     def start(self, params: dict[str, Any], out: Path) -> None:
         import os
@@ -129,7 +142,8 @@ class MLflowLogger(NoLogger):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(self.experiment_name)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment_name)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(
+            self.experiment_name, artifact_location=self._artifact_location())
         run = self.client.create_run(exp_id, run_name=self.run_name or Path(out).name)
         self.run_id = run.info.run_id
         from mlflow.entities import Param

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,8 +57,12 @@ def test_mlflow_sqlite_store(cfg_tiny, tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = set((Path.cwd() / "mlruns").rglob("*"))
     metrics = run(cfg_tiny("model=bpr", "trainer.max_epochs=2", "logger=mlflow", f"logger.tracking_uri={uri}"),
                   output_dir=tmp_path / "job")
     client = MlflowClient(tracking_uri=uri)
     (r,) = client.search_runs([client.get_experiment_by_name("mmgraph").experiment_id])
     assert r.data.metrics["test/recall_at_20"] == pytest.approx(metrics["test"]["recall@20"])
+    # artifacts beside the database, not in ./mlruns of the working directory
+    assert list((tmp_path / "mlartifacts").rglob("metrics.json"))
+    assert set((Path.cwd() / "mlruns").rglob("*")) == before
