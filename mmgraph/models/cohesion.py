@@ -12,7 +12,12 @@ from torch_geometric.data import HeteroData
 from mmgraph.graph.build import GraphSpec
 from mmgraph.models.base import GraphRecommender, edge_inputs, resolve_modalities
 from mmgraph.models.dragon import dragon_graph_spec
-from mmgraph.models.dualgnn import mmrec_fusion_weights_, mmrec_padded_user_graph
+from mmgraph.models.dualgnn import (
+    mmrec_fusion_weights_,
+    mmrec_gcn_branches,
+    mmrec_padded_user_graph,
+    reset_mmrec_gcn_branches,
+)
 from mmgraph.models.freedom import degree_sensitive_prune
 from mmgraph.models.mmgcn import mmrec_modality_order
 from mmgraph.nn.conv import KNNConv
@@ -156,9 +161,7 @@ class COHESION(GraphRecommender):
         self.id_preference = torch.nn.Parameter(torch.empty(num_users, d))
         self.id_mlp = torch.nn.Linear(d, 4 * d)
         self.id_mlp_1 = torch.nn.Linear(4 * d, d)
-        self.preference = torch.nn.ParameterDict({m: torch.nn.Parameter(torch.empty(num_users, d)) for m in mods})
-        self.mlp = torch.nn.ModuleDict({m: torch.nn.Linear(int(modality_dims[m]), 4 * d) for m in mods})
-        self.mlp_1 = torch.nn.ModuleDict({m: torch.nn.Linear(4 * d, d) for m in mods})
+        mmrec_gcn_branches(self, num_users, modality_dims, mods, d)
         self.weight_u = torch.nn.Parameter(torch.empty(num_users, K))
         if mmrec_detach_id:  # the reference's ``id_rep.data``: these never receive a gradient there
             for p in (self.id_preference, *self.id_mlp.parameters(), *self.id_mlp_1.parameters()):
@@ -176,10 +179,7 @@ class COHESION(GraphRecommender):
             torch.nn.init.xavier_normal_(self.id_preference)
             self.id_mlp.reset_parameters()
             self.id_mlp_1.reset_parameters()
-            for m in self.modalities:
-                torch.nn.init.xavier_normal_(self.preference[m])
-                self.mlp[m].reset_parameters()
-                self.mlp_1[m].reset_parameters()
+            reset_mmrec_gcn_branches(self)
             mmrec_fusion_weights_(self.weight_u)
 
     @staticmethod

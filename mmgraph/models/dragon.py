@@ -11,7 +11,13 @@ from torch_geometric.data import HeteroData
 
 from mmgraph.graph.build import GraphSpec
 from mmgraph.models.base import GraphRecommender, edge_inputs, resolve_modalities
-from mmgraph.models.dualgnn import mmrec_fusion_weights_, mmrec_gcn_input, mmrec_padded_user_graph
+from mmgraph.models.dualgnn import (
+    mmrec_fusion_weights_,
+    mmrec_gcn_branches,
+    mmrec_gcn_input,
+    mmrec_padded_user_graph,
+    reset_mmrec_gcn_branches,
+)
 from mmgraph.models.lightgcn import lightgcn_propagate
 from mmgraph.models.mmgcn import mmrec_modality_order
 from mmgraph.nn.conv import BipartiteLGConv, KNNConv
@@ -116,9 +122,7 @@ class DRAGON(GraphRecommender):
         self.required_modalities = tuple(mods)  # type: ignore[misc]
         self.required_edge_types = (UI, IU, II, UU)  # type: ignore[misc]
         d, K = embedding_dim, len(mods)
-        self.preference = torch.nn.ParameterDict({m: torch.nn.Parameter(torch.empty(num_users, d)) for m in mods})
-        self.mlp = torch.nn.ModuleDict({m: torch.nn.Linear(int(modality_dims[m]), 4 * d) for m in mods})
-        self.mlp_1 = torch.nn.ModuleDict({m: torch.nn.Linear(4 * d, d) for m in mods})
+        mmrec_gcn_branches(self, num_users, modality_dims, mods, d)
         self.weight_u = torch.nn.Parameter(torch.empty(num_users, K))
         self.conv = BipartiteLGConv()
         self.item_conv = KNNConv()
@@ -129,10 +133,7 @@ class DRAGON(GraphRecommender):
         """MMRec's initialisation: Xavier-normal preferences; user weights Xavier-normal of a
         ``(U, K, 1)`` tensor, then softmax over the modalities; default ``Linear`` init."""
         with torch.no_grad():
-            for m in self.modalities:
-                torch.nn.init.xavier_normal_(self.preference[m])
-                self.mlp[m].reset_parameters()
-                self.mlp_1[m].reset_parameters()
+            reset_mmrec_gcn_branches(self)
             mmrec_fusion_weights_(self.weight_u)
 
     def _heterogeneous(self, data: HeteroData) -> tuple[Tensor, Tensor]:

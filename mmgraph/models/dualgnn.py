@@ -79,6 +79,25 @@ def mmrec_fusion_weights_(w: Tensor) -> Tensor:
     return w.copy_(torch.softmax(torch.randn_like(w) * std, dim=1))
 
 
+def mmrec_gcn_branches(model: torch.nn.Module, num_users: int, modality_dims: dict[str, int],
+                       modalities: list[str], d: int) -> None:
+    """Give ``model`` the per-modality parts of MMRec's ``GCN`` (DualGNN, DRAGON, COHESION):
+    ``preference[m]`` ``[U, d]``, ``mlp[m]`` ``F_m → 4d`` and ``mlp_1[m]`` ``4d → d``."""
+    model.preference = torch.nn.ParameterDict(
+        {m: torch.nn.Parameter(torch.empty(num_users, d)) for m in modalities})
+    model.mlp = torch.nn.ModuleDict({m: torch.nn.Linear(int(modality_dims[m]), 4 * d) for m in modalities})
+    model.mlp_1 = torch.nn.ModuleDict({m: torch.nn.Linear(4 * d, d) for m in modalities})
+
+
+@torch.no_grad()
+def reset_mmrec_gcn_branches(model: torch.nn.Module) -> None:
+    """MMRec's initialisation of :func:`mmrec_gcn_branches`: Xavier-normal preferences, default ``Linear``."""
+    for m in model.modalities:
+        torch.nn.init.xavier_normal_(model.preference[m])
+        model.mlp[m].reset_parameters()
+        model.mlp_1[m].reset_parameters()
+
+
 def mmrec_gcn_input(preference: Tensor, mlp: torch.nn.Linear, mlp_1: torch.nn.Linear, features: Tensor) -> Tensor:
     """The input of MMRec's per-modality ``GCN`` (DualGNN, DRAGON, MENTOR, COHESION):
     ``normalize([P; MLP_1(LeakyReLU(MLP(x)))])`` row-wise, ``[U + I, d]``."""
@@ -171,9 +190,7 @@ class DualGNN(GraphRecommender):
         self.required_modalities = tuple(mods)  # type: ignore[misc]
         self.required_edge_types = (UI, IU, UU)  # type: ignore[misc]
         d, K = embedding_dim, len(mods)
-        self.preference = torch.nn.ParameterDict({m: torch.nn.Parameter(torch.empty(num_users, d)) for m in mods})
-        self.mlp = torch.nn.ModuleDict({m: torch.nn.Linear(int(modality_dims[m]), 4 * d) for m in mods})
-        self.mlp_1 = torch.nn.ModuleDict({m: torch.nn.Linear(4 * d, d) for m in mods})
+        mmrec_gcn_branches(self, num_users, modality_dims, mods, d)
         self.weight_u = torch.nn.Parameter(torch.empty(num_users, K))
         self.weight_i = torch.nn.Parameter(torch.empty(num_items, K))
         self.conv = BipartiteLGConv()
@@ -184,10 +201,7 @@ class DualGNN(GraphRecommender):
         """MMRec's initialisation: Xavier-normal preferences; fusion weights Xavier-normal of a
         ``(N, K, 1)`` tensor, then softmax over the modalities; default ``Linear`` init."""
         with torch.no_grad():
-            for m in self.modalities:
-                torch.nn.init.xavier_normal_(self.preference[m])
-                self.mlp[m].reset_parameters()
-                self.mlp_1[m].reset_parameters()
+            reset_mmrec_gcn_branches(self)
             for w in (self.weight_u, self.weight_i):
                 mmrec_fusion_weights_(w)
 
