@@ -37,4 +37,13 @@ def fp32_region(device_type: str):
         yield
 
 
-__all__ = ["dense_fp32", "fp32_region"]
+def fp32_spmm(adj_t: Tensor, x: Tensor, reduce: str = "sum") -> Tensor:
+    """PyG's ``spmm(adj_t, x, reduce)`` in float32, also inside a bf16 autocast region (autocast
+    would otherwise send the sparse ``addmm`` to bf16, which has no CPU kernel)."""
+    from torch_geometric.utils import spmm
+
+    with fp32_region(x.device.type):
+        return spmm(adj_t, dense_fp32(x), reduce=reduce)
+
+
+__all__ = ["dense_fp32", "fp32_region", "fp32_spmm"]

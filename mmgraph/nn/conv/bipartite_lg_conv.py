@@ -6,10 +6,10 @@ import torch
 from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor, PairTensor, Size
-from torch_geometric.utils import is_sparse, spmm
+from torch_geometric.utils import is_sparse
 
 from mmgraph.graph.norm import bipartite_norm
-from mmgraph.utils.precision import dense_fp32, fp32_region
+from mmgraph.utils.precision import dense_fp32, fp32_region, fp32_spmm
 
 
 class _SpmmWithTranspose(torch.autograd.Function):
@@ -92,11 +92,11 @@ class BipartiteLGConv(MessagePassing):
 
     def message_and_aggregate(self, adj_t: Adj, x: PairTensor, adj_rev: OptTensor = None) -> Tensor:
         """Fast path: one sparse-dense matrix product ``adj_t @ x_src``."""
-        with fp32_region(x[0].device.type):  # autocast would send the sparse addmm to bf16
-            if (adj_rev is not None and self.aggr == "add" and isinstance(adj_t, Tensor)
-                    and not adj_t.requires_grad):
+        if (adj_rev is not None and self.aggr == "add" and isinstance(adj_t, Tensor)
+                and not adj_t.requires_grad):
+            with fp32_region(x[0].device.type):  # autocast would send the sparse addmm to bf16
                 return _SpmmWithTranspose.apply(adj_t, adj_rev, dense_fp32(x[0]))
-            return spmm(adj_t, dense_fp32(x[0]), reduce=self.aggr)
+        return fp32_spmm(adj_t, x[0], reduce=self.aggr)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(normalize={self.normalize})"

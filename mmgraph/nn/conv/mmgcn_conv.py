@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor, PairTensor, Size
-from torch_geometric.utils import is_sparse, spmm
+from torch_geometric.utils import is_sparse
 
-from mmgraph.utils.precision import dense_fp32, fp32_region
+from mmgraph.utils.precision import fp32_spmm
 
 
 class MMGCNConv(MessagePassing):
@@ -95,8 +95,7 @@ class MMGCNConv(MessagePassing):
 
     def message_and_aggregate(self, adj_t: Adj, x: PairTensor) -> Tensor:
         """Fast path: ``spmm(adj_t, x_src, reduce='mean')`` (unit weights: the neighbour mean)."""
-        with fp32_region(x[0].device.type):  # autocast would send the sparse addmm to bf16
-            return spmm(adj_t, dense_fp32(x[0]), reduce=self.aggr)
+        return fp32_spmm(adj_t, x[0], reduce=self.aggr)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, concat={self.concat})"
